@@ -16,7 +16,7 @@ fi
 packages=(
     python3 python3-venv python3-dev build-essential
     python3-bpfcc libbpfcc bpfcc-tools linux-headers-amd64
-    iproute2 ethtool tcpdump nftables ipset iptables
+    iproute2 iputils-ping ethtool tcpdump nftables ipset iptables
     kamailio sip-tester
 )
 missing=()
