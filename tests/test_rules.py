@@ -1,0 +1,285 @@
+"""The failure rules, pinned one behaviour at a time (time is passed in)."""
+
+import ipaddress
+import random
+from types import SimpleNamespace
+
+import pytest
+
+from fastban.rules import BanDecision, FailureRules, RuleSettings
+
+A = ipaddress.ip_address("203.0.113.9")
+B = ipaddress.ip_address("198.51.100.7")
+V6 = ipaddress.ip_address("2001:db8:1:2::99")
+
+
+def resp(status, call_id=b"c1", branch=b"z9hG4bK-1", method=b"REGISTER", received=b""):
+    """A parsed response as fastban.sip.parse() returns it (only what the rules read)."""
+    return SimpleNamespace(
+        is_response=True, status=status, call_id=call_id, via_branch=branch,
+        cseq=1, cseq_method=method, via_received=received,
+    )
+
+
+def req():
+    return SimpleNamespace(is_response=False, status=0, call_id=b"c1", via_branch=b"x",
+                           cseq=1, cseq_method=b"REGISTER", via_received=b"")
+
+
+def rules(**kw):
+    return FailureRules(RuleSettings(**kw))
+
+
+def guess_with_401(r, peer, n, t0=0.0, call_id=b"atk"):
+    """Attack tool: same Call-ID and CSeq, a new branch per guess; wrong creds get a 401.
+    Returns (decision, guess index) of the first ban, else (None, n)."""
+    r.observe(t0, peer, resp(401, call_id, b"z9hG4bK-0"))  # the initial challenge
+    for i in range(1, n + 1):
+        d = r.observe(t0 + i, peer, resp(401, call_id, b"z9hG4bK-%d" % i))
+        if d:
+            return d, i
+    return None, n
+
+
+def test_defaults_are_mikopbx():
+    s = RuleSettings()
+    assert (s.maxretry, s.findtime, s.bantime, s.challenge_grace) == (10, 1800, 43200, 32)
+    assert s.max_sources == 100_000 and s.max_open_challenges == 200_000
+    assert s.count_register_404 is False
+
+
+def test_a_challenge_alone_is_not_a_failure():
+    r = rules()
+    assert r.observe(0, A, resp(401)) is None
+    assert r.failures_of(A) == 0
+    assert r.stats["challenges"] == 1
+
+
+def test_challenge_answered_by_200_is_cleared():
+    r = rules(maxretry=1)
+    r.observe(0, A, resp(401, branch=b"b1"))
+    r.observe(0.1, A, resp(200, branch=b"b2"))
+    assert r.expire(1000) == []
+    assert r.failures_of(A) == 0
+    assert r.stats["cleared"] == 1
+
+
+def test_provisional_does_not_clear_and_requests_ignored():
+    r = rules(maxretry=1)
+    r.observe(0, A, resp(407, branch=b"b1", method=b"INVITE"))
+    assert r.observe(0.1, A, resp(100, branch=b"b2", method=b"INVITE")) is None
+    assert r.observe(0.1, A, req()) is None
+    assert r.stats["provisional_ignored"] == 1 and r.stats["requests_ignored"] == 1
+    # the challenge is still open: unanswered after the grace -> failure -> ban (maxretry 1)
+    [d] = r.expire(40)
+    assert d.address == A and "unanswered 407" in d.reason
+
+
+@pytest.mark.parametrize("other", [486, 487, 302, 500, 603, 404, 488])
+def test_any_other_final_answer_clears(other):
+    r = rules(maxretry=1)
+    r.observe(0, A, resp(407, branch=b"b1", method=b"INVITE"))
+    r.observe(1, A, resp(other, branch=b"b2", method=b"INVITE"))
+    assert r.expire(100) == []
+
+
+def test_repeated_401_new_branch_same_cseq_banned_after_exactly_n():
+    r = rules(maxretry=10)
+    d, i = guess_with_401(r, A, 20)
+    assert i == 10
+    assert isinstance(d, BanDecision)
+    assert d.address == A and d.network == ipaddress.ip_network("203.0.113.9/32")
+    assert d.failures == 10 and d.first_failure_at == 1 and d.decided_at == 10
+    assert d.bantime == 43200
+    assert d.reason == "10 failures in 9 s: 10×repeated 401"
+
+
+def test_407_repeated_counts_too():
+    r = rules(maxretry=3)
+    r.observe(0, A, resp(407, b"i", b"b0", b"INVITE"))
+    assert r.observe(1, A, resp(407, b"i", b"b1", b"INVITE")) is None
+    assert r.observe(2, A, resp(407, b"i", b"b2", b"INVITE")) is None
+    d = r.observe(3, A, resp(407, b"i", b"b3", b"INVITE"))
+    assert d and "3×repeated 407" in d.reason
+
+
+def test_403_guessing_banned_after_exactly_n_not_before():
+    r = rules(maxretry=10)
+    for i in range(1, 10):
+        r.observe(i, A, resp(401, b"atk", b"c%d" % i))
+        assert r.observe(i + 0.1, A, resp(403, b"atk", b"a%d" % i)) is None
+    assert r.failures_of(A) == 9
+    r.observe(10, A, resp(401, b"atk", b"c10"))
+    d = r.observe(10.1, A, resp(403, b"atk", b"a10"))
+    assert d and d.failures == 10 and "10×403" in d.reason
+    # 401 followed by 403 counted once per guess; nothing left to expire
+    assert r.expire(1000) == []
+
+
+def test_retransmitted_401_same_branch_counts_once():
+    r = rules(maxretry=2)
+    for t in range(5):
+        assert r.observe(t * 0.5, A, resp(401, branch=b"same")) is None
+    assert r.failures_of(A) == 0
+    assert r.stats["retransmissions"] == 4
+    # ... and after the grace it is a single unanswered challenge
+    r.expire(100)
+    assert r.failures_of(A) == 1
+
+
+def test_retransmitted_403_counts_once():
+    r = rules(maxretry=3)
+    for t in range(7):  # an INVITE's 403 retransmitted by timer G (never ACKed)
+        r.observe(t, A, resp(403, b"inv", b"b1", b"INVITE"))
+    assert r.failures_of(A) == 1
+
+
+def test_scanner_never_answering_banned_via_grace():
+    r = rules(maxretry=10, challenge_grace=32)
+    methods = [b"REGISTER", b"INVITE", b"OPTIONS"]
+    for ext in range(30):
+        status = 407 if methods[ext % 3] == b"INVITE" else 401
+        r.observe(ext * 0.1, A, resp(status, b"scan-%d" % ext, b"b%d" % ext, methods[ext % 3]))
+    assert r.expire(31) == []  # not yet: grace not over
+    decisions = r.expire(40)
+    assert len(decisions) == 1  # banned once; the rest were dropped with the reset
+    d = decisions[0]
+    assert d.address == A and d.failures == 10
+    assert "unanswered 401" in d.reason and "unanswered 407" in d.reason
+    assert r.expire(100) == []
+    assert r.failures_of(A) == 0
+
+
+def test_sliding_window():
+    r = rules(maxretry=3, findtime=100)
+    r.observe(0, A, resp(403, b"a", b"1"))
+    r.observe(50, A, resp(403, b"b", b"1"))
+    assert r.observe(101, A, resp(403, b"c", b"1")) is None  # the first left the window
+    d = r.observe(140, A, resp(403, b"d", b"1"))
+    assert d and d.failures == 3 and d.first_failure_at == 50
+
+
+def test_history_reset_after_ban():
+    r = rules(maxretry=2)
+    r.observe(0, A, resp(403, b"a", b"1"))
+    assert r.observe(1, A, resp(403, b"b", b"1"))
+    assert r.failures_of(A) == 0
+    assert r.observe(2, A, resp(403, b"c", b"1")) is None
+
+
+def test_sources_counted_separately():
+    r = rules(maxretry=2)
+    r.observe(0, A, resp(403, b"a", b"1"))
+    assert r.observe(1, B, resp(403, b"b", b"1")) is None
+    assert r.observe(2, A, resp(403, b"c", b"1")).address == A
+
+
+def test_register_404_counts_only_when_enabled():
+    off = rules(maxretry=1)
+    assert off.observe(0, A, resp(404, method=b"REGISTER")) is None
+    on = rules(maxretry=1, count_register_404=True)
+    assert on.observe(0, A, resp(404, b"x", method=b"INVITE")) is None
+    d = on.observe(0, A, resp(404, method=b"REGISTER"))
+    assert d and "404 to REGISTER" in d.reason
+
+
+@pytest.mark.parametrize("wl,peer", [
+    (["203.0.113.9"], "203.0.113.9"),
+    (["203.0.113.0/24"], "203.0.113.200"),
+    (["2001:db8:1:2::99"], "2001:db8:1:2::99"),
+    (["2001:db8::/32"], "2001:db8:ffff::1"),
+])
+def test_whitelist_never_counted_nor_banned(wl, peer):
+    r = rules(maxretry=1, whitelist=tuple(ipaddress.ip_network(n) for n in wl))
+    p = ipaddress.ip_address(peer)
+    for i in range(20):
+        assert r.observe(i, p, resp(403, b"c%d" % i, b"b")) is None
+        r.observe(i, p, resp(401, b"s%d" % i, b"b"))
+    assert r.expire(1000) == []
+    assert r.stats["whitelisted_skipped"] == 40 and r.stats["failures"] == 0
+    # a neighbour outside the whitelist is still banned
+    other = ipaddress.ip_address("192.0.2.1")
+    assert r.observe(0, other, resp(403)) is not None
+
+
+def test_ipv6_peer_and_prefix_ban():
+    r = rules(maxretry=2)
+    r.observe(0, V6, resp(403, b"a", b"1"))
+    d = r.observe(1, V6, resp(403, b"b", b"1"))
+    assert d.network == ipaddress.ip_network("2001:db8:1:2::99/128")
+    # with a /64 prefix, rotating addresses inside the /64 is one source
+    r = rules(maxretry=3, ipv6_ban_prefix=64)
+    for i in range(2):
+        assert r.observe(i, ipaddress.ip_address(f"2001:db8:1:2::{i + 1}"), resp(403, b"%d" % i)) is None
+    d = r.observe(5, ipaddress.ip_address("2001:db8:1:2::ffff"), resp(403, b"z"))
+    assert d.network == ipaddress.ip_network("2001:db8:1:2::/64")
+    # IPv4 stays per address
+    assert r.source_key(A) == A
+
+
+def test_via_received_mismatch_counted():
+    r = rules()
+    r.observe(0, A, resp(200, received=b"203.0.113.9"))
+    r.observe(0, A, resp(200, b"c2", received=b"10.0.0.5"))
+    r.observe(0, V6, resp(200, b"c3", received=b"[2001:db8:1:2::99]"))
+    r.observe(0, A, resp(200, b"c4"))  # absent: nothing to compare
+    assert r.stats["via_received_mismatch"] == 1
+
+
+def test_forget_drops_history_and_open_challenges():
+    r = rules(maxretry=2)
+    r.observe(0, A, resp(403, b"a", b"1"))
+    r.observe(0, A, resp(401, b"s", b"1"))
+    r.forget("203.0.113.9")
+    assert r.failures_of(A) == 0
+    assert r.expire(100) == []
+    # new activity after forget() counts again
+    r.observe(200, A, resp(401, b"s2", b"1"))
+    r.expire(300)
+    assert r.failures_of(A) == 1
+
+
+def test_nat_with_many_phones_never_banned():
+    """50 phones behind one address, each REGISTER->401->REGISTER(auth)->200, every 30 s."""
+    r = rules()
+    nat = ipaddress.ip_address("192.0.2.50")
+    t = 0.0
+    for cycle in range(2 * 60 * 4):  # 4 hours of simulated time (24 h is in test_replay)
+        for phone in range(50):
+            cid = b"phone-%d" % phone
+            t = cycle * 30 + phone * 0.5
+            assert r.observe(t, nat, resp(401, cid, b"b%d-a" % cycle)) is None
+            assert r.observe(t + 0.05, nat, resp(200, cid, b"b%d-b" % cycle)) is None
+        assert r.expire(t) == []
+    assert r.stats["failures"] == 0 and r.tracked_calls == 0
+
+
+def test_caps_hold_under_flood_of_call_ids():
+    r = rules(max_open_challenges=1000, max_sources=500)
+    rnd = random.Random(1)
+    for i in range(20_000):
+        peer = ipaddress.ip_address(rnd.getrandbits(32))
+        r.observe(i * 0.0001, peer, resp(401, rnd.randbytes(8), b"b"))
+        assert r.tracked_calls <= 1000 and r.tracked_sources <= 500
+    assert r.stats["challenges_evicted"] == 19_000
+    assert r.stats["sources_evicted"] > 0
+
+
+def test_eviction_counts_unanswered_so_flood_cannot_hide_a_scanner():
+    r = rules(maxretry=10, max_open_challenges=100)
+    decisions = []
+    for i in range(1000):  # one scanner, random Call-IDs, far faster than the grace
+        d = r.observe(i * 0.001, A, resp(401, b"rnd-%d" % i, b"b"))
+        if d:
+            decisions.append(d)
+    assert decisions and decisions[0].failures == 10
+    assert r.tracked_calls <= 100
+
+
+def test_settings_validation():
+    with pytest.raises(ValueError):
+        RuleSettings(maxretry=0)
+    with pytest.raises(ValueError):
+        RuleSettings(ipv6_ban_prefix=0)
+    s = RuleSettings(whitelist=("10.0.0.1", "10.1.0.0/16"))
+    assert s.whitelist[1] == ipaddress.ip_network("10.1.0.0/16")
