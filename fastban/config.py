@@ -1,0 +1,287 @@
+"""Settings of fastban: one object for the live guard and for ``fastban replay``.
+
+Loaded from a TOML file (flat keys, see ``DEFAULTS`` below) and then from
+overrides (command-line flags win).  Pure: the only I/O is reading the file
+given.  A bad value raises ``ConfigError`` whose message names the setting::
+
+    maxretry: must be a whole number ≥ 1, got "ten"
+
+Unknown keys are errors too.  Example file::
+
+    maxretry = 10            # failures ...
+    findtime = 1800          # ... within this many seconds ...
+    bantime = 43200          # ... ban for this many seconds
+    whitelist = "93.188.40.10 10.0.0.0/8 2001:db8::/32"   # or a list
+    never_block = ["192.168.0.0/16"]                      # whitelisted too
+    sip_ports = [5060, 5061]
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import tomllib
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from fastban.rules import RuleSettings
+
+DEFAULT_CONFIG_PATH = "/etc/fastban/fastban.toml"
+
+CAPTURE_DIRECTIONS = ("egress", "ingress", "both")
+XDP_MODES = ("auto", "native", "generic")
+BAN_SCOPES = ("all", "ports")
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value (the message names the setting)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # MikoPBX's anti brute force page
+    maxretry: int = 10
+    findtime: int = 1800
+    bantime: int = 43200
+    whitelist: tuple = ()          # ip_network objects
+    never_block: tuple = ()        # ip_network objects, whitelisted automatically
+    # fail2ban's bantime.increment: bantime * factor ** (previous bans), capped
+    bantime_increment: bool = False
+    bantime_factor: float = 2.0
+    bantime_max: int = 604800
+    # what is watched and how
+    sip_ports: tuple = (5060,)
+    capture_direction: str = "egress"
+    interfaces: tuple = ()         # names; empty: chosen by `fastban run`
+    xdp_mode: str = "auto"
+    ban_scope: str = "all"         # "all" traffic of a banned source, or only "ports"
+    ban_ports: tuple = ()          # for ban_scope "ports"; empty = sip_ports
+    ipv6_ban_prefix: int = 128
+    # failure rules
+    challenge_grace: float = 32.0
+    count_register_404: bool = False
+    max_sources: int = 100_000
+    max_open_challenges: int = 200_000
+    # files and kernel maps
+    state_file: str = "/var/lib/fastban/state.msgpack"
+    control_socket: str = "/run/fastban/control.sock"
+    map_capacity: int = 1_048_576
+
+    @property
+    def ignored_networks(self) -> tuple:
+        """whitelist + never_block: never counted, never banned."""
+        return tuple(dict.fromkeys(self.whitelist + self.never_block))
+
+    @property
+    def effective_ban_ports(self) -> tuple:
+        return self.ban_ports or self.sip_ports
+
+    def rule_settings(self) -> RuleSettings:
+        return RuleSettings(
+            maxretry=self.maxretry,
+            findtime=float(self.findtime),
+            bantime=float(self.bantime),
+            challenge_grace=float(self.challenge_grace),
+            count_register_404=self.count_register_404,
+            whitelist=self.ignored_networks,
+            ipv6_ban_prefix=self.ipv6_ban_prefix,
+            max_sources=self.max_sources,
+            max_open_challenges=self.max_open_challenges,
+        )
+
+    def bantime_for(self, previous_bans: int) -> int:
+        """Ban duration for a source banned ``previous_bans`` times before."""
+        if not self.bantime_increment or previous_bans <= 0:
+            return self.bantime
+        t = self.bantime * self.bantime_factor ** min(previous_bans, 64)
+        return int(min(t, max(self.bantime_max, self.bantime)))
+
+
+DEFAULTS = Settings()
+KEYS = tuple(f.name for f in fields(Settings))
+
+
+# -- validators: (name, raw) -> value, or raise ConfigError -------------------
+
+def _got(raw: Any) -> str:
+    if isinstance(raw, str):
+        return json.dumps(raw, ensure_ascii=False)
+    return repr(raw)
+
+
+def _fail(name, what, raw):
+    raise ConfigError(f"{name}: must be {what}, got {_got(raw)}")
+
+
+def _int(minimum, maximum=None):
+    what = f"a whole number ≥ {minimum}" + (f" and ≤ {maximum}" if maximum is not None else "")
+
+    def check(name, raw):
+        value = raw
+        if isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw):
+            value = int(raw)
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(name, what, raw)
+        if value < minimum or (maximum is not None and value > maximum):
+            _fail(name, what, raw)
+        return value
+    return check
+
+
+def _number(minimum, *, exclusive=False):
+    what = f"a number {'>' if exclusive else '≥'} {minimum:g}"
+
+    def check(name, raw):
+        value = raw
+        if isinstance(raw, str):
+            try:
+                value = float(raw)
+            except ValueError:
+                _fail(name, what, raw)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            _fail(name, what, raw)
+        if value < minimum or (exclusive and value == minimum) or value == float("inf"):
+            _fail(name, what, raw)
+        return float(value)
+    return check
+
+
+def _bool(name, raw):
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "yes", "on", "1"):
+        return True
+    if isinstance(raw, str) and raw.strip().lower() in ("false", "no", "off", "0"):
+        return False
+    _fail(name, "true or false", raw)
+
+
+def _choice(options):
+    def check(name, raw):
+        if isinstance(raw, str) and raw.strip().lower() in options:
+            return raw.strip().lower()
+        _fail(name, "one of " + ", ".join(f'"{o}"' for o in options), raw)
+    return check
+
+
+def _items(name, raw, what):
+    """A space/comma separated string or a list -> list of items."""
+    if isinstance(raw, str):
+        return [i for i in re.split(r"[\s,]+", raw) if i]
+    if isinstance(raw, (list, tuple)):
+        return list(raw)
+    _fail(name, what, raw)
+
+
+def _networks(name, raw):
+    what = "IP addresses or subnets separated by spaces (or a list)"
+    nets = []
+    for item in _items(name, raw, what):
+        if not isinstance(item, str):
+            _fail(name, what, raw)
+        try:
+            nets.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {_got(item)} is not an IP address or subnet") from None
+    return tuple(dict.fromkeys(nets))
+
+
+def _ports(allow_empty):
+    def check(name, raw):
+        what = "a list of port numbers 1-65535" + ("" if allow_empty else " (at least one)")
+        items = [raw] if isinstance(raw, int) and not isinstance(raw, bool) else _items(name, raw, what)
+        ports = []
+        for item in items:
+            if isinstance(item, str) and item.strip().isdigit():
+                item = int(item)
+            if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= 65535:
+                _fail(name, what, raw)
+            ports.append(item)
+        if not ports and not allow_empty:
+            _fail(name, what, raw)
+        return tuple(dict.fromkeys(ports))
+    return check
+
+
+def _names(name, raw):
+    what = "a list of interface names"
+    items = _items(name, raw, what)
+    for item in items:
+        if not isinstance(item, str) or not re.fullmatch(r"[^\s/]{1,15}", item):
+            _fail(name, what, raw)
+    return tuple(items)
+
+
+def _path(name, raw):
+    if not isinstance(raw, str) or not raw.strip() or "\0" in raw:
+        _fail(name, "a file path", raw)
+    return raw
+
+
+VALIDATORS = {
+    "maxretry": _int(1),
+    "findtime": _int(1),
+    "bantime": _int(1),
+    "whitelist": _networks,
+    "never_block": _networks,
+    "bantime_increment": _bool,
+    "bantime_factor": _number(1),
+    "bantime_max": _int(1),
+    "sip_ports": _ports(allow_empty=False),
+    "capture_direction": _choice(CAPTURE_DIRECTIONS),
+    "interfaces": _names,
+    "xdp_mode": _choice(XDP_MODES),
+    "ban_scope": _choice(BAN_SCOPES),
+    "ban_ports": _ports(allow_empty=True),
+    "ipv6_ban_prefix": _int(1, 128),
+    "challenge_grace": _number(0, exclusive=True),
+    "count_register_404": _bool,
+    "max_sources": _int(1),
+    "max_open_challenges": _int(1),
+    "state_file": _path,
+    "control_socket": _path,
+    "map_capacity": _int(1, 1 << 28),
+}
+assert set(VALIDATORS) == set(KEYS)
+
+
+def validate(values: dict) -> dict:
+    """Check a dict of raw settings; returns the checked values."""
+    out = {}
+    for name, raw in values.items():
+        check = VALIDATORS.get(name)
+        if check is None:
+            raise ConfigError(f"{name}: unknown setting (known: {', '.join(KEYS)})")
+        out[name] = check(name, raw)
+    return out
+
+
+def read_toml(path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path}: is a directory") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path}: permission denied") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path}: not valid TOML ({e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not valid TOML (not UTF-8)") from None
+
+
+def load_settings(path=None, overrides: dict | None = None) -> Settings:
+    """Defaults, then the TOML file at ``path`` (if any), then ``overrides``
+    (keys of None value are ignored, so unset command-line flags can be passed)."""
+    values = {}
+    if path is not None:
+        values.update(read_toml(path))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    settings = replace(DEFAULTS, **validate(values))
+    if settings.bantime_increment and settings.bantime_max < settings.bantime:
+        raise ConfigError(
+            f"bantime_max: must be ≥ bantime ({settings.bantime}), got {settings.bantime_max}")
+    return settings
