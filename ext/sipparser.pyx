@@ -1,0 +1,672 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""Compiled SIP parser (``fastban._sipparser``).
+
+Same API and same results as ``fastban.sip_pure``, which documents the accepted grammar; this
+module scans the message with a C pointer and creates bytes objects only for returned fields.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from libc.string cimport memcmp, memcpy
+
+__all__ = ["MAX_SIZE", "SipMessage", "parse", "parse_batch"]
+
+ctypedef const unsigned char* cptr
+
+MAX_SIZE = 65535
+cdef Py_ssize_t _MAX_SIZE = 65535
+
+FIELDS = (
+    "is_response", "status", "reason", "method", "request_uri", "call_id", "cseq",
+    "cseq_method", "via_count", "via_transport", "via_host", "via_port", "via_branch",
+    "via_received", "via_rport", "from_user", "from_tag", "to_user", "to_tag", "user_agent",
+    "server", "content_length", "has_www_authenticate", "has_proxy_authenticate",
+    "has_authorization", "has_proxy_authorization",
+)
+
+cdef bytes _EMPTY = b""
+
+cdef unsigned char _TOK[256]     # RFC 3261 token characters
+cdef unsigned char _LOW[256]     # ASCII lower-case
+cdef unsigned char _BADC[256]    # control bytes (all but HT), including CR and LF, and DEL
+# A folded header value is rebuilt here; the GIL is held for the whole parse, the value is
+# consumed before the next header, and a message is at most _MAX_SIZE bytes.
+cdef unsigned char _scratch[65536]
+
+
+cdef void _init_tables() noexcept:
+    cdef int c
+    cdef const char* extra = b"-.!%*_+`'~"
+    for c in range(256):
+        _LOW[c] = c + 32 if 65 <= c <= 90 else c
+        _BADC[c] = 1 if (c < 32 and c != 9) or c == 127 else 0
+        _TOK[c] = 1 if (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122) else 0
+    c = 0
+    while extra[c]:
+        _TOK[<unsigned char>extra[c]] = 1
+        c += 1
+
+_init_tables()
+
+
+# header ids
+cdef enum:
+    H_OTHER = 0
+    H_VIA = 1
+    H_CALLID = 2
+    H_CSEQ = 3
+    H_FROM = 4
+    H_TO = 5
+    H_UA = 6
+    H_SERVER = 7
+    H_CLEN = 8
+    H_WWW = 9
+    H_PROXYAUTHN = 10
+    H_AUTHZ = 11
+    H_PROXYAUTHZ = 12
+
+
+cdef class SipMessage:
+    """One parsed SIP message (read-only); ``as_dict()`` gives every field."""
+
+    cdef readonly bint is_response
+    cdef readonly int status
+    cdef readonly bytes reason
+    cdef readonly bytes method
+    cdef readonly bytes request_uri
+    cdef readonly bytes call_id
+    cdef readonly long cseq
+    cdef readonly bytes cseq_method
+    cdef readonly int via_count
+    cdef readonly bytes via_transport
+    cdef readonly bytes via_host
+    cdef readonly int via_port
+    cdef readonly bytes via_branch
+    cdef readonly bytes via_received
+    cdef readonly int via_rport
+    cdef readonly bytes from_user
+    cdef readonly bytes from_tag
+    cdef readonly bytes to_user
+    cdef readonly bytes to_tag
+    cdef readonly bytes user_agent
+    cdef readonly bytes server
+    cdef readonly long content_length
+    cdef readonly bint has_www_authenticate
+    cdef readonly bint has_proxy_authenticate
+    cdef readonly bint has_authorization
+    cdef readonly bint has_proxy_authorization
+
+    def __cinit__(self):
+        self.is_response = False
+        self.status = 0
+        self.reason = _EMPTY
+        self.method = _EMPTY
+        self.request_uri = _EMPTY
+        self.call_id = _EMPTY
+        self.cseq = -1
+        self.cseq_method = _EMPTY
+        self.via_count = 0
+        self.via_transport = _EMPTY
+        self.via_host = _EMPTY
+        self.via_port = 0
+        self.via_branch = _EMPTY
+        self.via_received = _EMPTY
+        self.via_rport = -1
+        self.from_user = _EMPTY
+        self.from_tag = _EMPTY
+        self.to_user = _EMPTY
+        self.to_tag = _EMPTY
+        self.user_agent = _EMPTY
+        self.server = _EMPTY
+        self.content_length = -1
+        self.has_www_authenticate = False
+        self.has_proxy_authenticate = False
+        self.has_authorization = False
+        self.has_proxy_authorization = False
+
+    def as_dict(self):
+        return {
+            "is_response": self.is_response,
+            "status": self.status,
+            "reason": self.reason,
+            "method": self.method,
+            "request_uri": self.request_uri,
+            "call_id": self.call_id,
+            "cseq": self.cseq,
+            "cseq_method": self.cseq_method,
+            "via_count": self.via_count,
+            "via_transport": self.via_transport,
+            "via_host": self.via_host,
+            "via_port": self.via_port,
+            "via_branch": self.via_branch,
+            "via_received": self.via_received,
+            "via_rport": self.via_rport,
+            "from_user": self.from_user,
+            "from_tag": self.from_tag,
+            "to_user": self.to_user,
+            "to_tag": self.to_tag,
+            "user_agent": self.user_agent,
+            "server": self.server,
+            "content_length": self.content_length,
+            "has_www_authenticate": self.has_www_authenticate,
+            "has_proxy_authenticate": self.has_proxy_authenticate,
+            "has_authorization": self.has_authorization,
+            "has_proxy_authorization": self.has_proxy_authorization,
+        }
+
+    def __repr__(self):
+        if self.is_response:
+            start = f"{self.status} {self.reason!r}"
+        else:
+            start = f"{self.method!r} {self.request_uri!r}"
+        return f"<SipMessage {start} call_id={self.call_id!r} cseq={self.cseq}>"
+
+
+cdef inline bint _isws(unsigned char c) noexcept:
+    return c == 32 or c == 9
+
+
+cdef inline bint _isdigit(unsigned char c) noexcept:
+    return 48 <= c <= 57
+
+
+cdef inline bytes _b(cptr p, Py_ssize_t n):
+    if n <= 0:
+        return _EMPTY
+    return PyBytes_FromStringAndSize(<const char*>p, n)
+
+
+cdef inline long _number(cptr p, Py_ssize_t n) noexcept:
+    """1-10 ASCII digits <= 2**31-1 -> value, else -1."""
+    cdef long long v = 0
+    cdef Py_ssize_t i
+    if n <= 0 or n > 10:
+        return -1
+    for i in range(n):
+        if not _isdigit(p[i]):
+            return -1
+        v = v * 10 + (p[i] - 48)
+    if v > 2147483647:
+        return -1
+    return <long>v
+
+
+cdef inline bint _ieq(cptr a, const char* lit, Py_ssize_t n) noexcept:
+    """a[:n].lower() == lit (lit lower-case, n bytes)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if _LOW[a[i]] != <unsigned char>lit[i]:
+            return False
+    return True
+
+
+cdef inline Py_ssize_t _find(cptr p, Py_ssize_t i, Py_ssize_t e, unsigned char c) noexcept:
+    while i < e:
+        if p[i] == c:
+            return i
+        i += 1
+    return -1
+
+
+cdef inline Py_ssize_t _line(cptr p, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t* nxt) noexcept:
+    """End of the line starting at pos (without CR LF); -1 if bad bytes or no LF."""
+    cdef Py_ssize_t i = pos
+    cdef unsigned char c
+    while i < n:
+        c = p[i]
+        if _BADC[c]:
+            if c == 10:
+                nxt[0] = i + 1
+                return i
+            if c == 13 and i + 1 < n and p[i + 1] == 10:
+                nxt[0] = i + 2
+                return i
+            return -1
+        i += 1
+    return -1
+
+
+cdef int _parse_params_via(SipMessage m, cptr v, Py_ssize_t i, Py_ssize_t n) except -1:
+    """Parameters after the ';' at v[i-1], split on ';'."""
+    cdef Py_ssize_t s, e, eq, ns, ne, vs, ve
+    cdef bint seen_branch = False, seen_received = False, seen_rport = False
+    cdef long port
+    while True:
+        s = i
+        while i < n and v[i] != 59:
+            i += 1
+        e = i
+        eq = s
+        while eq < e and v[eq] != 61:
+            eq += 1
+        ns = s
+        ne = eq
+        while ns < ne and _isws(v[ns]):
+            ns += 1
+        while ne > ns and _isws(v[ne - 1]):
+            ne -= 1
+        if eq < e:
+            vs = eq + 1
+            ve = e
+            while vs < ve and _isws(v[vs]):
+                vs += 1
+            while ve > vs and _isws(v[ve - 1]):
+                ve -= 1
+        else:
+            vs = ve = e
+        if ne - ns == 6 and _ieq(v + ns, b"branch", 6):
+            if not seen_branch:
+                seen_branch = True
+                m.via_branch = _b(v + vs, ve - vs)
+        elif ne - ns == 8 and _ieq(v + ns, b"received", 8):
+            if not seen_received:
+                seen_received = True
+                if ve - vs >= 2 and v[vs] == 91 and v[ve - 1] == 93:
+                    vs += 1
+                    ve -= 1
+                m.via_received = _b(v + vs, ve - vs)
+        elif ne - ns == 5 and _ieq(v + ns, b"rport", 5):
+            if not seen_rport:
+                seen_rport = True
+                port = _number(v + vs, ve - vs)
+                m.via_rport = port if 0 < port <= 65535 else 0
+        if i >= n:
+            return 0
+        i += 1
+
+
+cdef int _parse_top_via(SipMessage m, cptr v, Py_ssize_t n) except -1:
+    """``SIP/2.0/UDP host[:port][;params]`` (stripped, not empty) into m.via_*."""
+    cdef Py_ssize_t i = 0, k, start, ts = 0, te = 0, hs, he, j
+    cdef long port = 0
+    for k in range(3):
+        while i < n and _isws(v[i]):
+            i += 1
+        start = i
+        while i < n and _TOK[v[i]]:
+            i += 1
+        if i == start:
+            return 0
+        ts = start
+        te = i
+        while i < n and _isws(v[i]):
+            i += 1
+        if k < 2:
+            if i >= n or v[i] != 47:
+                return 0
+            i += 1
+    if i < n and v[i] == 91:
+        j = _find(v, i + 1, n, 93)
+        if j < 0:
+            return 0
+        hs = i + 1
+        he = j
+        i = j + 1
+    else:
+        hs = i
+        while i < n and v[i] != 58 and v[i] != 59 and not _isws(v[i]):
+            i += 1
+        he = i
+    if he == hs:
+        return 0
+    while i < n and _isws(v[i]):
+        i += 1
+    if i < n and v[i] == 58:
+        i += 1
+        while i < n and _isws(v[i]):
+            i += 1
+        start = i
+        while i < n and _isdigit(v[i]):
+            i += 1
+        if i == start or i - start > 5:
+            return 0
+        port = _number(v + start, i - start)
+        if port > 65535:
+            return 0
+        while i < n and _isws(v[i]):
+            i += 1
+    if i < n and v[i] != 59:
+        return 0
+    m.via_transport = _b(v + ts, te - ts)
+    m.via_host = _b(v + hs, he - hs)
+    m.via_port = port
+    if i < n:
+        _parse_params_via(m, v, i + 1, n)
+    return 0
+
+
+cdef int _parse_addr(SipMessage m, cptr v, Py_ssize_t n, bint is_to) except -1:
+    """From/To value (stripped) -> user and tag."""
+    cdef Py_ssize_t i, lt, gt, us, ue, ps, pe, semi, colon, at, s, e, eq, ns, ne, vs, ve
+    cdef unsigned char c
+    if n > 0 and v[0] == 34:
+        i = 1
+        while i < n:
+            c = v[i]
+            if c == 92:
+                i += 2
+                continue
+            if c == 34:
+                break
+            i += 1
+        if i >= n:
+            return 0
+        lt = _find(v, i + 1, n, 60)
+        if lt < 0:
+            return 0
+    else:
+        lt = _find(v, 0, n, 60)
+    if lt >= 0:
+        gt = _find(v, lt + 1, n, 62)
+        if gt < 0:
+            return 0
+        us = lt + 1
+        ue = gt
+        ps = gt + 1
+        pe = n
+    else:
+        semi = _find(v, 0, n, 59)
+        us = 0
+        if semi < 0:
+            ue = n
+            ps = pe = n
+        else:
+            ue = semi
+            ps = semi
+            pe = n
+    # user: between "scheme:" and "@", without ":password"
+    colon = _find(v, us, ue, 58)
+    if colon > us:
+        at = _find(v, colon + 1, ue, 64)
+        if at >= 0:
+            e = _find(v, colon + 1, at, 58)
+            if e < 0:
+                e = at
+            if is_to:
+                m.to_user = _b(v + colon + 1, e - colon - 1)
+            else:
+                m.from_user = _b(v + colon + 1, e - colon - 1)
+    # tag: the parameters after the first ';'
+    i = _find(v, ps, pe, 59)
+    if i < 0:
+        return 0
+    i += 1
+    while True:
+        s = i
+        while i < pe and v[i] != 59:
+            i += 1
+        e = i
+        eq = s
+        while eq < e and v[eq] != 61:
+            eq += 1
+        ns = s
+        ne = eq
+        while ns < ne and _isws(v[ns]):
+            ns += 1
+        while ne > ns and _isws(v[ne - 1]):
+            ne -= 1
+        if ne - ns == 3 and _ieq(v + ns, b"tag", 3):
+            if eq < e:
+                vs = eq + 1
+                ve = e
+                while vs < ve and _isws(v[vs]):
+                    vs += 1
+                while ve > vs and _isws(v[ve - 1]):
+                    ve -= 1
+                if is_to:
+                    m.to_tag = _b(v + vs, ve - vs)
+                else:
+                    m.from_tag = _b(v + vs, ve - vs)
+            return 0
+        if i >= pe:
+            return 0
+        i += 1
+
+
+cdef inline int _header_id(cptr name, Py_ssize_t L) noexcept:
+    cdef unsigned char c
+    if L == 1:
+        c = _LOW[name[0]]
+        if c == b'v':
+            return H_VIA
+        if c == b'i':
+            return H_CALLID
+        if c == b'f':
+            return H_FROM
+        if c == b't':
+            return H_TO
+        if c == b'l':
+            return H_CLEN
+        return H_OTHER
+    if L == 2:
+        return H_TO if _ieq(name, b"to", 2) else H_OTHER
+    if L == 3:
+        return H_VIA if _ieq(name, b"via", 3) else H_OTHER
+    if L == 4:
+        if _ieq(name, b"cseq", 4):
+            return H_CSEQ
+        if _ieq(name, b"from", 4):
+            return H_FROM
+        return H_OTHER
+    if L == 6:
+        return H_SERVER if _ieq(name, b"server", 6) else H_OTHER
+    if L == 7:
+        return H_CALLID if _ieq(name, b"call-id", 7) else H_OTHER
+    if L == 10:
+        return H_UA if _ieq(name, b"user-agent", 10) else H_OTHER
+    if L == 13:
+        return H_AUTHZ if _ieq(name, b"authorization", 13) else H_OTHER
+    if L == 14:
+        return H_CLEN if _ieq(name, b"content-length", 14) else H_OTHER
+    if L == 16:
+        return H_WWW if _ieq(name, b"www-authenticate", 16) else H_OTHER
+    if L == 18:
+        return H_PROXYAUTHN if _ieq(name, b"proxy-authenticate", 18) else H_OTHER
+    if L == 19:
+        return H_PROXYAUTHZ if _ieq(name, b"proxy-authorization", 19) else H_OTHER
+    return H_OTHER
+
+
+cdef int _header(SipMessage m, int hid, cptr v, Py_ssize_t n, unsigned int* seen) except -1:
+    """One header value (stripped; folding already undone)."""
+    cdef Py_ssize_t i, s, e
+    if hid == H_VIA:
+        i = 0
+        while True:
+            s = i
+            while i < n and v[i] != 44:
+                i += 1
+            e = i
+            while s < e and _isws(v[s]):
+                s += 1
+            while e > s and _isws(v[e - 1]):
+                e -= 1
+            if e > s:
+                m.via_count += 1
+                if m.via_count == 1:
+                    _parse_top_via(m, v + s, e - s)
+            if i >= n:
+                return 0
+            i += 1
+    if hid == H_WWW:
+        m.has_www_authenticate = True
+        return 0
+    if hid == H_PROXYAUTHN:
+        m.has_proxy_authenticate = True
+        return 0
+    if hid == H_AUTHZ:
+        m.has_authorization = True
+        return 0
+    if hid == H_PROXYAUTHZ:
+        m.has_proxy_authorization = True
+        return 0
+    if seen[0] & (<unsigned int>1 << hid):
+        return 0
+    seen[0] |= (<unsigned int>1 << hid)
+    if hid == H_CALLID:
+        m.call_id = _b(v, n)
+    elif hid == H_CSEQ:
+        i = 0
+        while i < n and not _isws(v[i]):
+            i += 1
+        if i > 0:
+            m.cseq = _number(v, i)
+            while i < n and _isws(v[i]):
+                i += 1
+            s = i
+            while i < n and not _isws(v[i]):
+                i += 1
+            m.cseq_method = _b(v + s, i - s)
+    elif hid == H_FROM:
+        _parse_addr(m, v, n, False)
+    elif hid == H_TO:
+        _parse_addr(m, v, n, True)
+    elif hid == H_UA:
+        m.user_agent = _b(v, n)
+    elif hid == H_SERVER:
+        m.server = _b(v, n)
+    elif hid == H_CLEN:
+        m.content_length = _number(v, n)
+    return 0
+
+
+cdef Py_ssize_t _unfold(cptr p, Py_ssize_t s, Py_ssize_t end) noexcept:
+    """Join the stripped non-empty pieces of the lines in p[s:end] with one space into _scratch."""
+    cdef Py_ssize_t out = 0, nl, e, ps, pe
+    while True:
+        nl = _find(p, s, end, 10)
+        e = end if nl < 0 else nl
+        if nl >= 0 and e > s and p[e - 1] == 13:
+            e -= 1
+        ps = s
+        pe = e
+        while ps < pe and _isws(p[ps]):
+            ps += 1
+        while pe > ps and _isws(p[pe - 1]):
+            pe -= 1
+        if pe > ps:
+            if out > 0:
+                _scratch[out] = 32
+                out += 1
+            memcpy(&_scratch[out], p + ps, pe - ps)
+            out += pe - ps
+        if nl < 0:
+            return out
+        s = nl + 1
+
+
+cdef int _parse(SipMessage m, cptr p, Py_ssize_t n) except -2:
+    """0 when p[:n] is SIP (fields filled in), -1 when it is not."""
+    cdef Py_ssize_t pos = 0, le, nxt = 0, ls, colon, ne, vs, ve, sp1, sp2, i, rs, re_
+    cdef unsigned int seen = 0
+    cdef int hid
+    cdef bint folded
+    cdef cptr v
+    cdef Py_ssize_t vn
+    # start line
+    le = _line(p, 0, n, &nxt)
+    if le <= 0:
+        return -1
+    if le >= 11 and memcmp(p, b"SIP/2.0 ", 8) == 0 and 49 <= p[8] <= 54 \
+            and _isdigit(p[9]) and _isdigit(p[10]) and (le == 11 or p[11] == 32):
+        m.is_response = True
+        m.status = (p[8] - 48) * 100 + (p[9] - 48) * 10 + (p[10] - 48)
+        rs = 12
+        re_ = le
+        while rs < re_ and _isws(p[rs]):
+            rs += 1
+        while re_ > rs and _isws(p[re_ - 1]):
+            re_ -= 1
+        m.reason = _b(p + rs, re_ - rs)
+    else:
+        sp1 = _find(p, 0, le, 32)
+        if sp1 <= 0:
+            return -1
+        for i in range(sp1):
+            if not _TOK[p[i]]:
+                return -1
+        sp2 = _find(p, sp1 + 1, le, 32)
+        if sp2 <= sp1 + 1:
+            return -1
+        if _find(p, sp1 + 1, sp2, 9) >= 0:
+            return -1
+        if le - sp2 - 1 != 7 or memcmp(p + sp2 + 1, b"SIP/2.0", 7) != 0:
+            return -1
+        m.method = _b(p, sp1)
+        m.request_uri = _b(p + sp1 + 1, sp2 - sp1 - 1)
+    pos = nxt
+    # headers, up to the empty line
+    while True:
+        ls = pos
+        le = _line(p, pos, n, &nxt)
+        if le < 0:
+            return -1
+        if le == ls:
+            return 0
+        if _isws(p[ls]):
+            return -1
+        colon = _find(p, ls, le, 58)
+        if colon <= ls:
+            return -1
+        ne = colon
+        while ne > ls and _isws(p[ne - 1]):
+            ne -= 1
+        if ne == ls:
+            return -1
+        for i in range(ls, ne):
+            if not _TOK[p[i]]:
+                return -1
+        vs = colon + 1
+        ve = le
+        pos = nxt
+        folded = False
+        while pos < n and _isws(p[pos]):
+            ve = _line(p, pos, n, &nxt)
+            if ve < 0:
+                return -1
+            folded = True
+            pos = nxt
+        hid = _header_id(p + ls, ne - ls)
+        if hid == H_OTHER:
+            continue
+        if folded:
+            v = _scratch
+            vn = _unfold(p, vs, ve)
+        else:
+            while vs < ve and _isws(p[vs]):
+                vs += 1
+            while ve > vs and _isws(p[ve - 1]):
+                ve -= 1
+            v = p + vs
+            vn = ve - vs
+        _header(m, hid, v, vn, &seen)
+
+
+cdef object _parse_bytes(bytes data):
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    if n == 0 or n > _MAX_SIZE:
+        return None
+    cdef SipMessage m = SipMessage.__new__(SipMessage)
+    if _parse(m, <cptr>PyBytes_AS_STRING(data), n) < 0:
+        return None
+    return m
+
+
+def parse(data):
+    """bytes of one SIP message -> SipMessage, or None when it is not (complete, sane) SIP."""
+    if not isinstance(data, bytes):
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        else:
+            raise TypeError(f"parse() needs bytes, not {type(data).__name__}")
+    return _parse_bytes(<bytes>data)
+
+
+def parse_batch(packets):
+    """A list (any iterable) of bytes -> a list of SipMessage or None, in the same order."""
+    cdef list out = []
+    for data in packets:
+        if isinstance(data, bytes):
+            out.append(_parse_bytes(<bytes>data))
+        else:
+            out.append(parse(data))
+    return out

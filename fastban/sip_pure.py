@@ -1,0 +1,355 @@
+"""Pure-Python SIP parser: the fallback, and the reference for ``fastban._sipparser``.
+
+Both modules expose the same API (``parse``, ``parse_batch``, ``SipMessage``, ``MAX_SIZE``) and
+must give identical results; ``tests/test_sip_parser.py`` and ``tests/test_sip_fuzz.py`` run
+against both.  Everything works on ``bytes``; nothing is decoded to ``str``.
+
+What counts as SIP (anything else gives ``None``, never an exception):
+
+* at most ``MAX_SIZE`` (65535) bytes and not empty;
+* a start line that is exactly ``SIP/2.0 NNN[ reason]`` (NNN = 100..699) or
+  ``METHOD SP request-uri SP SIP/2.0`` (method a token, single spaces, version upper-case);
+  leading empty lines are not skipped;
+* lines end in CRLF or a bare LF; the header section must be closed by an empty line (a message
+  cut before it is "truncated" -> None); the body after it is ignored, Content-Length is not
+  checked against it;
+* no control bytes (0x00-0x1f except HT, and 0x7f; a CR not followed by LF) before that empty
+  line; bytes >= 0x80 are allowed in values;
+* every header line is ``name [SP/HT] ":" value`` with a token name; a line starting with SP/HT
+  continues the previous header (not allowed right after the start line).
+
+How fields are read:
+
+* header names are case-insensitive and the compact forms v i f t l (and the ignored m k s c e)
+  are understood; a folded value is its stripped pieces joined by one space;
+* Call-ID, CSeq, From, To, User-Agent, Server, Content-Length: the first header wins;
+* Via: every comma-separated non-empty value of every Via line counts in ``via_count``; the top
+  Via is the first one.  If its ``SIP/2.0/TRANSPORT host[:port]`` part is malformed (e.g. an
+  unbracketed IPv6 address, a port over 65535, junk before the first ``;``) all ``via_*``
+  fields except ``via_count`` keep their defaults.  Transport is returned as written.  Brackets
+  are stripped from an IPv6 host and from ``received=``.  Parameter names are case-insensitive;
+  the first occurrence wins; values are stripped of blanks but otherwise as written.
+  ``rport`` is -1 when absent, 0 when present without a (valid, <= 65535) number.
+* From/To: ``"display" <uri>;params``, ``display <uri>;params`` or ``uri;params``; the user is
+  the part of the URI between ``scheme:`` and ``@`` (a ``:password`` is cut off; b"" when the
+  URI has no ``@``, e.g. ``tel:``).  A malformed value (unclosed quote or ``<``) gives b"" for
+  user and tag.
+* CSeq: ``number method``; a number that is not 1-10 digits <= 2**31-1 gives -1.
+  Content-Length: the same rule.
+* ``has_*`` flags report the presence of WWW-Authenticate, Proxy-Authenticate, Authorization and
+  Proxy-Authorization header lines.
+"""
+
+import re
+
+__all__ = ["MAX_SIZE", "SipMessage", "parse", "parse_batch"]
+
+MAX_SIZE = 65535
+_INT_MAX = 2147483647
+
+_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN = re.compile(rb"[A-Za-z0-9\-.!%*_+`'~]+")
+_WS = b" \t"
+
+FIELDS = (
+    "is_response", "status", "reason", "method", "request_uri", "call_id", "cseq",
+    "cseq_method", "via_count", "via_transport", "via_host", "via_port", "via_branch",
+    "via_received", "via_rport", "from_user", "from_tag", "to_user", "to_tag", "user_agent",
+    "server", "content_length", "has_www_authenticate", "has_proxy_authenticate",
+    "has_authorization", "has_proxy_authorization",
+)
+
+
+class SipMessage:
+    """One parsed SIP message; the fields are listed in ``FIELDS`` and ``as_dict()``."""
+
+    __slots__ = FIELDS
+
+    def __init__(self):
+        self.is_response = False
+        self.status = 0
+        self.reason = b""
+        self.method = b""
+        self.request_uri = b""
+        self.call_id = b""
+        self.cseq = -1
+        self.cseq_method = b""
+        self.via_count = 0
+        self.via_transport = b""
+        self.via_host = b""
+        self.via_port = 0
+        self.via_branch = b""
+        self.via_received = b""
+        self.via_rport = -1
+        self.from_user = b""
+        self.from_tag = b""
+        self.to_user = b""
+        self.to_tag = b""
+        self.user_agent = b""
+        self.server = b""
+        self.content_length = -1
+        self.has_www_authenticate = False
+        self.has_proxy_authenticate = False
+        self.has_authorization = False
+        self.has_proxy_authorization = False
+
+    def as_dict(self):
+        return {name: getattr(self, name) for name in FIELDS}
+
+    def __repr__(self):
+        if self.is_response:
+            start = f"{self.status} {self.reason!r}"
+        else:
+            start = f"{self.method!r} {self.request_uri!r}"
+        return f"<SipMessage {start} call_id={self.call_id!r} cseq={self.cseq}>"
+
+
+def _number(value):
+    """1-10 ASCII digits <= 2**31-1 -> int, else -1."""
+    if 0 < len(value) <= 10 and value.isdigit():
+        number = int(value)
+        if number <= _INT_MAX:
+            return number
+    return -1
+
+
+def _parse_top_via(msg, v):
+    """``SIP/2.0/UDP host[:port][;params]`` (v stripped, not empty) into msg.via_*."""
+    n = len(v)
+    i = 0
+    parts = []
+    for k in range(3):
+        while i < n and v[i] in _WS:
+            i += 1
+        m = _TOKEN.match(v, i)
+        if m is None:
+            return
+        parts.append(m.group())
+        i = m.end()
+        while i < n and v[i] in _WS:
+            i += 1
+        if k < 2:
+            if i >= n or v[i] != 0x2F:  # '/'
+                return
+            i += 1
+    if i < n and v[i] == 0x5B:  # '['
+        j = v.find(b"]", i + 1)
+        if j < 0:
+            return
+        host = v[i + 1:j]
+        i = j + 1
+    else:
+        start = i
+        while i < n and v[i] not in b":; \t":
+            i += 1
+        host = v[start:i]
+    if not host:
+        return
+    while i < n and v[i] in _WS:
+        i += 1
+    port = 0
+    if i < n and v[i] == 0x3A:  # ':'
+        i += 1
+        while i < n and v[i] in _WS:
+            i += 1
+        start = i
+        while i < n and 0x30 <= v[i] <= 0x39:
+            i += 1
+        digits = v[start:i]
+        if not digits or len(digits) > 5 or int(digits) > 65535:
+            return
+        port = int(digits)
+        while i < n and v[i] in _WS:
+            i += 1
+    if i < n and v[i] != 0x3B:  # ';'
+        return
+    msg.via_transport = parts[2]
+    msg.via_host = host
+    msg.via_port = port
+    seen_branch = seen_received = seen_rport = False
+    for param in v[i + 1:].split(b";") if i < n else ():
+        name, eq, value = param.partition(b"=")
+        name = name.strip(_WS).lower()
+        value = value.strip(_WS)
+        if name == b"branch":
+            if not seen_branch:
+                seen_branch = True
+                msg.via_branch = value
+        elif name == b"received":
+            if not seen_received:
+                seen_received = True
+                if len(value) >= 2 and value[0] == 0x5B and value[-1] == 0x5D:
+                    value = value[1:-1]
+                msg.via_received = value
+        elif name == b"rport":
+            if not seen_rport:
+                seen_rport = True
+                port = _number(value)
+                msg.via_rport = port if 0 < port <= 65535 else 0
+
+
+def _parse_addr(v):
+    """From/To value (stripped) -> (user, tag)."""
+    n = len(v)
+    if v[:1] == b'"':
+        i = 1
+        while i < n:
+            c = v[i]
+            if c == 0x5C:  # backslash escapes the next byte
+                i += 2
+                continue
+            if c == 0x22:
+                break
+            i += 1
+        if i >= n:
+            return b"", b""
+        lt = v.find(b"<", i + 1)
+        if lt < 0:
+            return b"", b""
+    else:
+        lt = v.find(b"<")
+    if lt >= 0:
+        gt = v.find(b">", lt + 1)
+        if gt < 0:
+            return b"", b""
+        uri = v[lt + 1:gt]
+        params = v[gt + 1:]
+    else:
+        semi = v.find(b";")
+        if semi < 0:
+            uri, params = v, b""
+        else:
+            uri, params = v[:semi], v[semi:]
+    user = b""
+    colon = uri.find(b":")
+    if colon > 0:
+        rest = uri[colon + 1:]
+        at = rest.find(b"@")
+        if at >= 0:
+            user = rest[:at].split(b":", 1)[0]
+    tag = b""
+    for param in params.split(b";")[1:]:
+        name, eq, value = param.partition(b"=")
+        if name.strip(_WS).lower() == b"tag":
+            tag = value.strip(_WS)
+            break
+    return user, tag
+
+
+def _start_line(msg, line):
+    if line[:8] == b"SIP/2.0 " and len(line) >= 11 and line[8] in b"123456" \
+            and line[9:11].isdigit() \
+            and (len(line) == 11 or line[11] == 0x20):
+        msg.is_response = True
+        msg.status = int(line[8:11])
+        msg.reason = line[12:].strip(_WS)
+        return True
+    parts = line.split(b" ")
+    if len(parts) != 3 or parts[2] != b"SIP/2.0" or not _TOKEN.fullmatch(parts[0]) \
+            or not parts[1] or b"\t" in parts[1]:
+        return False
+    msg.method = parts[0]
+    msg.request_uri = parts[1]
+    return True
+
+
+def parse(data):
+    """bytes of one SIP message -> SipMessage, or None when it is not (complete, sane) SIP."""
+    if not isinstance(data, bytes):
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        else:
+            raise TypeError(f"parse() needs bytes, not {type(data).__name__}")
+    n = len(data)
+    if n == 0 or n > MAX_SIZE:
+        return None
+    lines = []
+    pos = 0
+    while True:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            return None  # no empty line closing the headers: truncated
+        end = nl - 1 if nl > pos and data[nl - 1] == 0x0D else nl
+        line = data[pos:end]
+        pos = nl + 1
+        if not line:
+            break
+        if _BAD.search(line):
+            return None
+        lines.append(line)
+    if not lines:
+        return None
+    msg = SipMessage()
+    if not _start_line(msg, lines[0]):
+        return None
+    headers = []
+    for line in lines[1:]:
+        if line[0] in _WS:
+            if not headers:
+                return None
+            headers[-1][1].append(line)
+            continue
+        colon = line.find(b":")
+        name = line[:colon].rstrip(_WS) if colon > 0 else b""
+        if not name or not _TOKEN.fullmatch(name):
+            return None
+        headers.append((name.lower(), [line[colon + 1:]]))
+    seen = set()
+    for name, pieces in headers:
+        if len(pieces) == 1:
+            value = pieces[0].strip(_WS)
+        else:
+            value = b" ".join(p for p in (x.strip(_WS) for x in pieces) if p)
+        if name == b"v":
+            name = b"via"
+        elif name == b"i":
+            name = b"call-id"
+        elif name == b"f":
+            name = b"from"
+        elif name == b"t":
+            name = b"to"
+        elif name == b"l":
+            name = b"content-length"
+        if name == b"via":
+            for item in value.split(b","):
+                item = item.strip(_WS)
+                if item:
+                    msg.via_count += 1
+                    if msg.via_count == 1:
+                        _parse_top_via(msg, item)
+            continue
+        if name == b"www-authenticate":
+            msg.has_www_authenticate = True
+        elif name == b"proxy-authenticate":
+            msg.has_proxy_authenticate = True
+        elif name == b"authorization":
+            msg.has_authorization = True
+        elif name == b"proxy-authorization":
+            msg.has_proxy_authorization = True
+        if name in seen:
+            continue
+        seen.add(name)
+        if name == b"call-id":
+            msg.call_id = value
+        elif name == b"cseq":
+            parts = value.replace(b"\t", b" ").split()
+            if parts:
+                msg.cseq = _number(parts[0])
+                if len(parts) > 1:
+                    msg.cseq_method = parts[1]
+        elif name == b"from":
+            msg.from_user, msg.from_tag = _parse_addr(value)
+        elif name == b"to":
+            msg.to_user, msg.to_tag = _parse_addr(value)
+        elif name == b"user-agent":
+            msg.user_agent = value
+        elif name == b"server":
+            msg.server = value
+        elif name == b"content-length":
+            msg.content_length = _number(value)
+    return msg
+
+
+def parse_batch(packets):
+    """A list (any iterable) of bytes -> a list of SipMessage or None, in the same order."""
+    return [parse(p) for p in packets]
