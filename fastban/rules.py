@@ -353,6 +353,12 @@ class FailureRules:
                     decisions.append(decision)
         return decisions
 
+    def next_expiry(self) -> float | None:
+        """When the oldest Call-ID record passes the grace (call expire() then)."""
+        for call in self._calls.values():
+            return call.at + self._grace
+        return None
+
     def forget(self, address) -> None:
         """Drop the failure history of an address (or its prefix), e.g. on unban."""
         address = ipaddress.ip_address(address)

@@ -1,0 +1,7 @@
+"""python -m fastban"""
+
+import sys
+
+from fastban.cli import main
+
+sys.exit(main())
