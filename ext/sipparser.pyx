@@ -6,6 +6,7 @@ module scans the message with a C pointer and creates bytes objects only for ret
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from libc.stdint cimport uint64_t
 from libc.string cimport memcmp, memcpy
 
 __all__ = ["MAX_SIZE", "SipMessage", "parse", "parse_batch"]
@@ -207,22 +208,39 @@ cdef inline Py_ssize_t _find(cptr p, Py_ssize_t i, Py_ssize_t e, unsigned char c
     return -1
 
 
+cdef inline bint _word_flagged(uint64_t w) noexcept:
+    """True if any of the 8 bytes is < 0x20 or == 0x7f (exact, SWAR)."""
+    cdef uint64_t d = w ^ 0x7f7f7f7f7f7f7f7fULL
+    return (((w - 0x2020202020202020ULL) & ~w) | ((d - 0x0101010101010101ULL) & ~d)) \
+        & 0x8080808080808080ULL != 0
+
+
 cdef inline Py_ssize_t _line(cptr p, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t* nxt) noexcept:
     """End of the line starting at pos (without CR LF); -1 if bad bytes or no LF."""
-    cdef Py_ssize_t i = pos
+    cdef Py_ssize_t i = pos, e
     cdef unsigned char c
-    while i < n:
-        c = p[i]
-        if _BADC[c]:
-            if c == 10:
-                nxt[0] = i + 1
-                return i
-            if c == 13 and i + 1 < n and p[i + 1] == 10:
-                nxt[0] = i + 2
-                return i
+    cdef uint64_t w
+    while True:
+        # 8 bytes at a time while none is a control byte, then byte by byte over one word
+        while i + 8 <= n:
+            memcpy(&w, p + i, 8)
+            if _word_flagged(w):
+                break
+            i += 8
+        if i >= n:
             return -1
-        i += 1
-    return -1
+        e = i + 8 if i + 8 <= n else n
+        while i < e:
+            c = p[i]
+            if _BADC[c]:
+                if c == 10:
+                    nxt[0] = i + 1
+                    return i
+                if c == 13 and i + 1 < n and p[i + 1] == 10:
+                    nxt[0] = i + 2
+                    return i
+                return -1
+            i += 1
 
 
 cdef int _parse_params_via(SipMessage m, cptr v, Py_ssize_t i, Py_ssize_t n) except -1:
