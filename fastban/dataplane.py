@@ -1,0 +1,746 @@
+"""The kernel side of fastban: XDP drop of banned sources and TC capture of SIP responses.
+
+This is the one module that talks to the kernel (through BCC). It compiles bpf/fastban.h,
+bpf/xdp_drop.c and bpf/tc_capture.c as one BCC program, pins the maps under
+{pin_root}/{iface}/ so bans outlive the process, and attaches:
+
+- XDP on the interface's ingress: drops frames whose source is banned (exact address or range,
+  IPv4 or IPv6, 802.1Q/QinQ parsed), unless the source is allowlisted; a ban lapses at its
+  expiry (kernel monotonic ns) by itself; per-CPU counters and a per-ban hit count;
+- TC (clsact) egress (and/or ingress): forwards the SIP responses from the SIP ports that the
+  failure rules need (401/403/407, 404 optionally, and final answers to destinations with a
+  challenge outstanding) with their bytes, through a perf buffer.
+
+    dp = DataPlane("eth0")            # in the interface's network namespace
+    dp.attach()                       # -> "native" or "generic"
+    dp.ban(ipaddress.ip_address("203.0.113.9"), expires_ns=wall_to_monotonic(time.time() + 600))
+    dp.on_response(print)
+    while True:
+        dp.poll(100)
+
+The programs stay attached and the bans stay pinned when the process exits; a new DataPlane on
+the same interface reuses the pinned maps. detach() removes the programs and the pins.
+
+Memory per ban (measured on kernel 6.18, x86_64, tests/test_dataplane.py::test_memory_per_ban
+prints it): see MEMORY_PER_BAN below. Maps are BPF_F_NO_PREALLOC (hash) and LPM tries, so
+memory grows with the bans actually present, not with the capacity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+import errno
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+# Measured kernel memory per ban (bytes), kernel 6.18 x86_64, 100k bans, see the docstring.
+MEMORY_PER_BAN = {"exact_v4": None, "exact_v6": None, "range_v4": None, "range_v6": None}
+
+DEFAULT_CAPACITY = 1_048_576
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/fastban"
+TC_PREF = 5060          # tc filter priority used for the capture programs
+CAPTURE_PAGES = 64      # perf buffer pages per CPU
+
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+
+# Counter indexes and config indexes: mirror bpf/fastban.h.
+FB_CNT_SEEN, FB_CNT_PASSED, FB_CNT_DROPPED, FB_CNT_ALLOWLISTED = 0, 1, 2, 3
+FB_CNT_CAP_EXAMINED, FB_CNT_CAPTURED, FB_CNT_CAP_FAILED = 4, 5, 6
+FB_CNT_MAX = 8
+FB_CFG_SCOPE_PORTS, FB_CFG_COUNT_404 = 0, 1
+FB_DIR_EGRESS, FB_DIR_INGRESS = 0, 1
+FB_CAPTURE_MAX = 8192
+
+COUNTER_NAMES = {
+    "seen": FB_CNT_SEEN,
+    "passed": FB_CNT_PASSED,
+    "dropped": FB_CNT_DROPPED,
+    "allowlisted": FB_CNT_ALLOWLISTED,
+    "capture_examined": FB_CNT_CAP_EXAMINED,
+    "captured": FB_CNT_CAPTURED,
+    "capture_failed": FB_CNT_CAP_FAILED,
+}
+
+PINNED_MAPS = ("counters", "config", "bans_v4", "bans_v6", "ranges_v4", "ranges_v6",
+               "allow_v4", "allow_v6", "scope_ports", "sip_ports", "challenges")
+
+
+# ---- structs shared with the kernel: mirror bpf/fastban.h, same names ----
+
+class FbBanValue(ct.Structure):            # struct fb_ban_value
+    _fields_ = [("expires_ns", ct.c_uint64), ("hits", ct.c_uint64)]
+
+
+class FbAddr6(ct.Structure):               # struct fb_addr6
+    _fields_ = [("addr", ct.c_uint8 * 16)]
+
+
+class FbLpm4(ct.Structure):                # struct fb_lpm4
+    _fields_ = [("prefixlen", ct.c_uint32), ("addr", ct.c_uint8 * 4)]
+
+
+class FbLpm6(ct.Structure):                # struct fb_lpm6
+    _fields_ = [("prefixlen", ct.c_uint32), ("addr", ct.c_uint8 * 16)]
+
+
+class FbPeer(ct.Structure):                # struct fb_peer
+    _fields_ = [("addr", ct.c_uint8 * 16)]
+
+
+class FbChallenge(ct.Structure):           # struct fb_challenge
+    _fields_ = [("outstanding", ct.c_uint32), ("pad", ct.c_uint32), ("last_ns", ct.c_uint64)]
+
+
+class FbCaptureMeta(ct.Structure):         # struct fb_capture_meta
+    _fields_ = [
+        ("ktime_ns", ct.c_uint64),
+        ("saddr", ct.c_uint8 * 16),
+        ("daddr", ct.c_uint8 * 16),
+        ("sport", ct.c_uint16),
+        ("dport", ct.c_uint16),
+        ("status", ct.c_uint16),
+        ("payload_off", ct.c_uint16),
+        ("cap_len", ct.c_uint32),
+        ("family", ct.c_uint8),
+        ("protocol", ct.c_uint8),
+        ("direction", ct.c_uint8),
+        ("pad", ct.c_uint8),
+    ]
+
+
+# ---- public types ----
+
+class DataPlaneError(Exception):
+    """A problem the user can act on; str() is one line that says what to do."""
+
+
+class BanTableFull(DataPlaneError):
+    """A ban map is at capacity; existing bans are never evicted to make room."""
+
+
+@dataclass
+class Ban:
+    target: ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network
+    expires_ns: int         # kernel monotonic ns, 0 = permanent
+    hits: int               # packets this ban dropped
+
+    def remaining_ns(self, now_ns: int | None = None) -> int | None:
+        """Nanoseconds left (0 when lapsed), None for a permanent ban."""
+        if self.expires_ns == 0:
+            return None
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        return max(0, self.expires_ns - now)
+
+
+@dataclass
+class CapturedResponse:
+    src: ipaddress.IPv4Address | ipaddress.IPv6Address
+    dst: ipaddress.IPv4Address | ipaddress.IPv6Address
+    sport: int
+    dport: int
+    protocol: str           # "udp" | "tcp"
+    status: int
+    payload: bytes          # the SIP message bytes (from "SIP/2.0" to the end of the packet)
+    ktime_ns: int           # kernel monotonic ns when the kernel saw it
+    direction: str = "egress"
+    packet: bytes = b""     # the whole captured frame (up to 8192 bytes), Ethernet header first
+
+
+def monotonic_to_wall(ns: int) -> float:
+    """Kernel monotonic ns (as in Ban.expires_ns) -> wall-clock seconds since the epoch."""
+    return time.time() - (time.monotonic_ns() - ns) / 1e9
+
+
+def wall_to_monotonic(seconds: float) -> int:
+    """Wall-clock seconds since the epoch -> kernel monotonic ns (for ban(expires_ns=...))."""
+    return time.monotonic_ns() + int((seconds - time.time()) * 1e9)
+
+
+# ---- helpers ----
+
+def _bpf_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "bpf", here / "bpf"):
+        if (candidate / "fastban.h").exists():
+            return candidate
+    raise DataPlaneError(f"the BPF sources (bpf/fastban.h) are missing next to {here}")
+
+
+def program_source() -> str:
+    """fastban.h, xdp_drop.c and tc_capture.c as one BCC source text (the header inlined once)."""
+    bpf = _bpf_dir()
+    header = (bpf / "fastban.h").read_text()
+    parts = []
+    for i, name in enumerate(("xdp_drop.c", "tc_capture.c")):
+        text = (bpf / name).read_text()
+        parts.append(text.replace('#include "fastban.h"', header if i == 0 else "", 1))
+    return "\n".join(parts)
+
+
+def _has_bpf_capability() -> bool:
+    if os.geteuid() == 0:
+        return True
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                caps = int(line.split()[1], 16)
+                return bool(caps & (1 << 39)) or bool(caps & (1 << 21))   # CAP_BPF, SYS_ADMIN
+    except OSError:
+        pass
+    return False
+
+
+def _bpffs_mounts() -> list[str]:
+    mounts = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[2] == "bpf":
+                mounts.append(fields[1])
+    return mounts
+
+
+def _ensure_bpffs(pin_root: str) -> None:
+    root = os.path.abspath(pin_root)
+    if any(root == m or root.startswith(m.rstrip("/") + "/") for m in _bpffs_mounts()):
+        return
+    mountpoint = "/sys/fs/bpf"
+    if not root.startswith(mountpoint + "/"):
+        raise DataPlaneError(f"{pin_root} is not on a bpf filesystem; mount one there "
+                             f"(mount -t bpf bpf <dir>) or use a pin root under /sys/fs/bpf")
+    result = subprocess.run(["mount", "-t", "bpf", "bpf", mountpoint], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise DataPlaneError(f"cannot mount bpffs at {mountpoint} "
+                             f"({result.stderr.strip() or 'mount failed'}); "
+                             f"bans cannot be pinned: run `make host` as root")
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Collects what C code (clang, libbpf, the verifier log) writes to fd 2 in the block."""
+    log = tempfile.TemporaryFile()
+    saved = os.dup(2)
+    holder = {"text": ""}
+    try:
+        os.dup2(log.fileno(), 2)
+        yield holder
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        log.seek(0)
+        holder["text"] = log.read().decode(errors="replace")
+        log.close()
+
+
+def _tail(text: str, lines: int = 6) -> str:
+    kept = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])
+
+
+def _addr_bytes(address) -> bytes:
+    return address.packed
+
+
+def _to_target(target):
+    """ipaddress object (or string) -> (family, exact address or None, network)."""
+    if isinstance(target, str):
+        target = ipaddress.ip_network(target, strict=False) if "/" in target \
+            else ipaddress.ip_address(target)
+    if isinstance(target, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return target.version, target, ipaddress.ip_network(target)
+    if isinstance(target, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        if target.prefixlen == target.max_prefixlen:
+            return target.version, target.network_address, target
+        return target.version, None, target
+    raise TypeError(f"expected an ipaddress address or network, got {target!r}")
+
+
+def _lib():
+    from bcc.libbcc import lib
+    return lib
+
+
+class DataPlane:
+    """The XDP drop program, the TC capture program and their pinned maps on one interface.
+
+    Create, attach and detach in the network namespace of the interface (the thread's network
+    namespace is what counts). Map operations (ban, counters, ...) work from anywhere.
+    """
+
+    def __init__(self, iface: str, *, capacity: int = DEFAULT_CAPACITY, sip_ports=(5060,),
+                 capture: str = "egress", count_register_404: bool = False,
+                 pin_root: str = DEFAULT_PIN_ROOT):
+        if capture not in ("egress", "ingress", "both", "none"):
+            raise DataPlaneError(f"capture must be egress, ingress, both or none, not {capture!r}")
+        if capacity < 1:
+            raise DataPlaneError(f"capacity must be at least 1, not {capacity}")
+        if not _has_bpf_capability():
+            raise DataPlaneError("fastban needs root (or CAP_BPF and CAP_NET_ADMIN) to load "
+                                 "BPF programs: run it with sudo")
+        try:
+            self.ifindex = socket.if_nametoindex(iface)
+        except OSError:
+            raise DataPlaneError(f"no network interface named {iface!r} "
+                                 f"(see `ip link`)") from None
+        release = os.uname().release
+        if not os.path.exists(f"/lib/modules/{release}/build") and \
+                not os.path.exists("/sys/kernel/kheaders.tar.xz"):
+            raise DataPlaneError(f"no kernel headers for {release} at "
+                                 f"/lib/modules/{release}/build: run `make host`")
+        try:
+            import bcc
+        except ImportError:
+            raise DataPlaneError("BCC is not importable: install Debian's python3-bpfcc "
+                                 "(run `make host`), not the PyPI package 'bcc'") from None
+        self._bcc = bcc
+        self.iface = iface
+        self.capture = capture
+        self.capacity = capacity
+        self.pin_dir = os.path.join(pin_root, iface)
+        _ensure_bpffs(pin_root)
+        try:
+            os.makedirs(self.pin_dir, exist_ok=True)
+        except OSError as e:
+            raise DataPlaneError(f"cannot create {self.pin_dir}: {e.strerror}") from None
+
+        cflags = [f'-DFB_PIN_DIR="{self.pin_dir}"', f"-DFB_CAPACITY={int(capacity)}", "-w"]
+        with _captured_stderr() as err:
+            try:
+                self.bpf = bcc.BPF(text=program_source(), cflags=cflags)
+            except Exception as e:      # BCC raises bare Exception
+                failure = e
+            else:
+                failure = None
+        if failure is not None:
+            raise DataPlaneError(f"cannot compile the BPF programs ({failure}): "
+                                 f"{_tail(err['text'])}") from None
+        self._xdp_fn = self._load("xdp_fastban", bcc.BPF.XDP)
+        self._tc_fns = {}
+        if capture in ("egress", "both"):
+            self._tc_fns["egress"] = self._load("tc_capture_egress", bcc.BPF.SCHED_CLS)
+        if capture in ("ingress", "both"):
+            self._tc_fns["ingress"] = self._load("tc_capture_ingress", bcc.BPF.SCHED_CLS)
+
+        self._tables = {name: self.bpf[name] for name in PINNED_MAPS}
+        self._callbacks: list[Callable[[CapturedResponse], None]] = []
+        self._callback_error: BaseException | None = None
+        self._lost = 0
+        self._closed = False
+        self.mode: str | None = None
+        if self._tc_fns:
+            self.bpf["captures"].open_perf_buffer(self._on_event, page_cnt=CAPTURE_PAGES,
+                                                  lost_cb=self._on_lost)
+        self.set_sip_ports(sip_ports)
+        self._set_config(FB_CFG_COUNT_404, 1 if count_register_404 else 0)
+
+    # ---- loading and attaching ----
+
+    def _load(self, name: str, prog_type):
+        with _captured_stderr() as err:
+            try:
+                fn = self.bpf.load_func(name, prog_type)
+            except Exception as e:
+                failure = e
+            else:
+                failure = None
+        if failure is not None:
+            raise DataPlaneError(f"the kernel verifier rejected {name}: "
+                                 f"{_tail(err['text']) or failure}") from None
+        return fn
+
+    def attach(self, mode: str = "auto") -> str:
+        """Attaches XDP (native driver, generic skb, or auto = native else generic) and the
+        TC capture; returns the XDP mode used. Replaces fastban programs already attached."""
+        if mode not in ("auto", "native", "generic"):
+            raise DataPlaneError(f"XDP mode must be auto, native or generic, not {mode!r}")
+        self._check_open()
+        tries = {"auto": ("native", "generic"), "native": ("native",),
+                 "generic": ("generic",)}[mode]
+        errors = []
+        for attempt in tries:
+            flags = XDP_FLAGS_DRV_MODE if attempt == "native" else XDP_FLAGS_SKB_MODE
+            with _captured_stderr() as err:
+                try:
+                    self._bcc.BPF.attach_xdp(self.iface, self._xdp_fn, flags)
+                except Exception as e:
+                    failure = e
+                else:
+                    failure = None
+            if failure is None:
+                self.mode = attempt
+                break
+            errors.append(f"{attempt}: {_tail(err['text'], 2) or failure}")
+        else:
+            raise DataPlaneError(f"cannot attach XDP to {self.iface}: {'; '.join(errors)}")
+        for direction, fn in self._tc_fns.items():
+            self._attach_tc(direction, fn)
+        return self.mode
+
+    def _attach_tc(self, direction: str, fn) -> None:
+        pin = os.path.join(self.pin_dir, f"prog_tc_{direction}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pin)
+        if _lib().bpf_obj_pin(fn.fd, pin.encode()) != 0:
+            raise DataPlaneError(f"cannot pin the capture program at {pin}: "
+                                 f"{os.strerror(ct.get_errno())}")
+        self._tc(["qdisc", "add", "dev", self.iface, "clsact"], ok_if="File exists")
+        self._tc(["filter", "replace", "dev", self.iface, direction, "pref", str(TC_PREF),
+                  "handle", "1", "bpf", "direct-action", "object-pinned", pin])
+
+    def _tc(self, args: list[str], ok_if: str | None = None, check: bool = True) -> None:
+        try:
+            result = subprocess.run(["tc", *args], capture_output=True, text=True)
+        except FileNotFoundError:
+            raise DataPlaneError("the `tc` program (iproute2) is missing: run `make host`") \
+                from None
+        if result.returncode != 0 and check and not (ok_if and ok_if in result.stderr):
+            raise DataPlaneError(f"tc {' '.join(args)}: {result.stderr.strip()}")
+
+    def detach(self) -> None:
+        """Removes the XDP and TC programs from the interface and the pinned maps."""
+        for off in (["xdp", "off"], ["xdpgeneric", "off"]):
+            subprocess.run(["ip", "link", "set", "dev", self.iface, *off],
+                           capture_output=True)
+        for direction in ("egress", "ingress"):
+            self._tc(["filter", "del", "dev", self.iface, direction, "pref", str(TC_PREF)],
+                     check=False)
+        remove_pins(self.pin_dir)
+        self.mode = None
+
+    def close(self) -> None:
+        """Releases this process's handles; the programs stay attached and the bans stay."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self.bpf.cleanup()
+
+    def __enter__(self) -> DataPlane:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DataPlaneError("this DataPlane is closed")
+
+    # ---- raw map access with errno ----
+
+    def _update(self, name: str, key, value, flags: int = 0) -> int:
+        table = self._tables[name]
+        if _lib().bpf_update_elem(table.map_fd, ct.byref(key), ct.byref(value), flags) < 0:
+            return ct.get_errno()
+        return 0
+
+    def _lookup(self, name: str, key, value) -> bool:
+        table = self._tables[name]
+        return _lib().bpf_lookup_elem(table.map_fd, ct.byref(key), ct.byref(value)) == 0
+
+    def _delete(self, name: str, key) -> bool:
+        table = self._tables[name]
+        return _lib().bpf_delete_elem(table.map_fd, ct.byref(key)) == 0
+
+    def _keys(self, name: str, key_type) -> list:
+        """All keys of a map (works for hash maps and LPM tries)."""
+        table = self._tables[name]
+        lib = _lib()
+        keys = []
+        current = key_type()
+        following = key_type()
+        if lib.bpf_get_first_key(table.map_fd, ct.byref(following), ct.sizeof(key_type)) != 0:
+            return keys
+        while True:
+            keys.append(following)
+            current = following
+            following = key_type()
+            if lib.bpf_get_next_key(table.map_fd, ct.byref(current), ct.byref(following)) != 0:
+                return keys
+
+    def _set_config(self, index: int, value: int) -> None:
+        err = self._update("config", ct.c_uint32(index), ct.c_uint32(value))
+        if err:
+            raise DataPlaneError(f"cannot write the config map: {os.strerror(err)}")
+
+    def _get_config(self, index: int) -> int:
+        value = ct.c_uint32()
+        return value.value if self._lookup("config", ct.c_uint32(index), value) else 0
+
+    # ---- bans ----
+
+    @staticmethod
+    def _ban_slot(target):
+        """(map name, key) for a ban target."""
+        family, address, network = _to_target(target)
+        if address is not None:
+            if family == 4:
+                return "bans_v4", ct.c_uint32(int.from_bytes(address.packed, sys.byteorder))
+            key = FbAddr6()
+            key.addr[:] = address.packed
+            return "bans_v6", key
+        if family == 4:
+            key = FbLpm4(network.prefixlen)
+            key.addr[:] = network.network_address.packed
+            return "ranges_v4", key
+        key = FbLpm6(network.prefixlen)
+        key.addr[:] = network.network_address.packed
+        return "ranges_v6", key
+
+    def ban(self, target, expires_ns: int = 0) -> None:
+        """Bans an address (exact) or a network (range; a /32 or /128 is exact) until
+        expires_ns (kernel monotonic ns, see wall_to_monotonic), 0 = permanently. Banning
+        again changes the expiry and keeps the hit count. Raises BanTableFull when the map is
+        full (after dropping lapsed bans from it)."""
+        self._check_open()
+        if expires_ns < 0:
+            raise ValueError("expires_ns must be >= 0")
+        name, key = self._ban_slot(target)
+        value = FbBanValue()
+        if self._lookup(name, key, value):
+            value.expires_ns = expires_ns
+        else:
+            value = FbBanValue(expires_ns, 0)
+        err = self._update(name, key, value)
+        if err in (errno.E2BIG, errno.ENOSPC, errno.ENOMEM) and self._purge(name):
+            err = self._update(name, key, value)
+        if err in (errno.E2BIG, errno.ENOSPC):
+            capacity = self._tables[name].max_entries
+            raise BanTableFull(f"cannot ban {target}: the {name} table is full ({capacity} "
+                               f"entries); unban something or raise the capacity "
+                               f"(a new capacity needs detach first)")
+        if err:
+            raise DataPlaneError(f"cannot ban {target}: {os.strerror(err)}")
+
+    def unban(self, target) -> bool:
+        """Removes a ban; False when there was none for exactly this target."""
+        self._check_open()
+        name, key = self._ban_slot(target)
+        return self._delete(name, key)
+
+    def _ban_entries(self):
+        for name, key_type in (("bans_v4", ct.c_uint32), ("bans_v6", FbAddr6),
+                               ("ranges_v4", FbLpm4), ("ranges_v6", FbLpm6)):
+            for key in self._keys(name, key_type):
+                value = FbBanValue()
+                if not self._lookup(name, key, value):
+                    continue
+                if name == "bans_v4":
+                    target = ipaddress.IPv4Address(key.value.to_bytes(4, sys.byteorder))
+                elif name == "bans_v6":
+                    target = ipaddress.IPv6Address(bytes(key.addr))
+                elif name == "ranges_v4":
+                    target = ipaddress.IPv4Network((bytes(key.addr), key.prefixlen))
+                else:
+                    target = ipaddress.IPv6Network((bytes(key.addr), key.prefixlen))
+                yield name, key, Ban(target, value.expires_ns, value.hits)
+
+    def bans(self, include_expired: bool = False) -> list[Ban]:
+        """Every ban in the kernel (lapsed ones only with include_expired)."""
+        self._check_open()
+        now = time.monotonic_ns()
+        return [ban for _, _, ban in self._ban_entries()
+                if include_expired or ban.expires_ns == 0 or ban.expires_ns > now]
+
+    def _purge(self, only: str | None = None) -> int:
+        now = time.monotonic_ns()
+        removed = 0
+        for name, key, ban in list(self._ban_entries()):
+            if (only is None or name == only) and 0 < ban.expires_ns <= now:
+                removed += self._delete(name, key)
+        return removed
+
+    def purge_expired(self) -> int:
+        """Deletes lapsed bans from the maps (the kernel already ignores them); returns how
+        many."""
+        self._check_open()
+        return self._purge()
+
+    # ---- allowlist ----
+
+    @staticmethod
+    def _allow_slot(network):
+        family, _, net = _to_target(network)
+        if family == 4:
+            key = FbLpm4(net.prefixlen)
+            key.addr[:] = net.network_address.packed
+            return "allow_v4", key
+        key = FbLpm6(net.prefixlen)
+        key.addr[:] = net.network_address.packed
+        return "allow_v6", key
+
+    def allow(self, network) -> None:
+        """Allowlists an address or network: never dropped, even when banned."""
+        self._check_open()
+        name, key = self._allow_slot(network)
+        err = self._update(name, key, ct.c_uint32(1))
+        if err in (errno.E2BIG, errno.ENOSPC):
+            raise BanTableFull(f"cannot allow {network}: the {name} table is full")
+        if err:
+            raise DataPlaneError(f"cannot allow {network}: {os.strerror(err)}")
+
+    def disallow(self, network) -> bool:
+        self._check_open()
+        name, key = self._allow_slot(network)
+        return self._delete(name, key)
+
+    def allowed(self) -> list:
+        self._check_open()
+        networks = []
+        for key in self._keys("allow_v4", FbLpm4):
+            networks.append(ipaddress.IPv4Network((bytes(key.addr), key.prefixlen)))
+        for key in self._keys("allow_v6", FbLpm6):
+            networks.append(ipaddress.IPv6Network((bytes(key.addr), key.prefixlen)))
+        return networks
+
+    # ---- scope and SIP ports ----
+
+    def _replace_ports(self, name: str, ports: Iterable[int]) -> None:
+        wanted = {int(p) for p in ports}
+        for port in wanted:
+            if not 0 < port < 65536:
+                raise ValueError(f"not a port number: {port}")
+        if len(wanted) > self._tables[name].max_entries:
+            raise DataPlaneError(f"too many ports ({len(wanted)}); at most "
+                                 f"{self._tables[name].max_entries}")
+        present = {k.value for k in self._keys(name, ct.c_uint16)}
+        for port in wanted - present:
+            err = self._update(name, ct.c_uint16(port), ct.c_uint8(1))
+            if err:
+                raise DataPlaneError(f"cannot add port {port}: {os.strerror(err)}")
+        for port in present - wanted:
+            self._delete(name, ct.c_uint16(port))
+
+    def set_scope(self, ports: Iterable[int] | None) -> None:
+        """None: a banned source loses all its traffic (default). Ports: only its TCP/UDP
+        traffic to these destination ports is dropped."""
+        self._check_open()
+        if ports is None:
+            self._set_config(FB_CFG_SCOPE_PORTS, 0)
+            self._replace_ports("scope_ports", ())
+            return
+        ports = list(ports)
+        if not ports:
+            raise ValueError("an empty port scope would drop nothing; use None for all traffic")
+        self._replace_ports("scope_ports", ports)
+        self._set_config(FB_CFG_SCOPE_PORTS, 1)
+
+    def scope(self) -> list[int] | None:
+        """The port scope in force (None = all traffic)."""
+        self._check_open()
+        if not self._get_config(FB_CFG_SCOPE_PORTS):
+            return None
+        return sorted(k.value for k in self._keys("scope_ports", ct.c_uint16))
+
+    def set_sip_ports(self, ports) -> None:
+        """The source ports whose responses the capture looks at."""
+        self._check_open()
+        ports = list(ports)
+        if not ports:
+            raise ValueError("at least one SIP port is needed")
+        self._replace_ports("sip_ports", ports)
+
+    def sip_ports(self) -> list[int]:
+        self._check_open()
+        return sorted(k.value for k in self._keys("sip_ports", ct.c_uint16))
+
+    # ---- counters ----
+
+    def counters(self) -> dict:
+        """Counters summed over CPUs: seen, passed, dropped, allowlisted (XDP);
+        capture_examined, captured, capture_failed (TC, since the maps were created);
+        capture_lost (perf buffer overflows seen by this process)."""
+        self._check_open()
+        table = self._tables["counters"]
+        result = {}
+        for name, index in COUNTER_NAMES.items():
+            result[name] = int(sum(table[table.Key(index)]))
+        result["capture_lost"] = self._lost
+        return result
+
+    def challenges(self) -> dict:
+        """Destinations with a challenge outstanding: {address: (outstanding, last_ns)}."""
+        self._check_open()
+        result = {}
+        for key in self._keys("challenges", FbPeer):
+            value = FbChallenge()
+            if self._lookup("challenges", key, value):
+                address = ipaddress.IPv6Address(bytes(key.addr))
+                address = address.ipv4_mapped or address
+                result[address] = (value.outstanding, value.last_ns)
+        return result
+
+    # ---- capture ----
+
+    def on_response(self, callback: Callable[[CapturedResponse], None]) -> None:
+        """Registers a callback for captured responses; poll() delivers them."""
+        if not self._tc_fns:
+            raise DataPlaneError("this DataPlane was made with capture='none'")
+        self._callbacks.append(callback)
+
+    def poll(self, timeout_ms: int = 100) -> None:
+        """Waits up to timeout_ms for captured responses and hands them to the callbacks."""
+        self._check_open()
+        if not self._tc_fns:
+            time.sleep(timeout_ms / 1000)
+            return
+        self.bpf.perf_buffer_poll(timeout_ms)
+        if self._callback_error is not None:
+            error, self._callback_error = self._callback_error, None
+            raise error
+
+    def _on_lost(self, lost: int) -> None:
+        self._lost += lost
+
+    def _on_event(self, cpu, data, size) -> None:
+        try:
+            response = decode_capture(ct.string_at(data, size))
+            if response is not None:
+                for callback in self._callbacks:
+                    callback(response)
+        except BaseException as e:          # a callback failing must not vanish in ctypes
+            if self._callback_error is None:
+                self._callback_error = e
+
+
+def decode_capture(raw: bytes) -> CapturedResponse | None:
+    """One perf record (struct fb_capture_meta + packet bytes) -> CapturedResponse."""
+    head = ct.sizeof(FbCaptureMeta)
+    if len(raw) < head:
+        return None
+    meta = FbCaptureMeta.from_buffer_copy(raw[:head])
+    packet = raw[head:head + meta.cap_len]
+    if meta.family == 4:
+        src = ipaddress.IPv4Address(bytes(meta.saddr[:4]))
+        dst = ipaddress.IPv4Address(bytes(meta.daddr[:4]))
+    else:
+        src = ipaddress.IPv6Address(bytes(meta.saddr))
+        dst = ipaddress.IPv6Address(bytes(meta.daddr))
+    return CapturedResponse(
+        src=src, dst=dst, sport=meta.sport, dport=meta.dport,
+        protocol="tcp" if meta.protocol == socket.IPPROTO_TCP else "udp",
+        status=meta.status, payload=packet[meta.payload_off:], ktime_ns=meta.ktime_ns,
+        direction="ingress" if meta.direction == FB_DIR_INGRESS else "egress",
+        packet=packet)
+
+
+def remove_pins(pin_dir: str) -> None:
+    """Deletes the pinned maps and programs of one interface, and the directory."""
+    path = Path(pin_dir)
+    if not path.is_dir():
+        return
+    for entry in path.iterdir():
+        with contextlib.suppress(OSError):
+            entry.unlink()
+    with contextlib.suppress(OSError):
+        path.rmdir()
