@@ -68,7 +68,7 @@ DEFAULT_USERS = {"1001": "phone-1001-secret", "1002": "phone-1002-secret"}
 PHONE_USER = "1001"
 REALM = "fastban.lab"
 
-_REQ_LINE = re.compile(r"FBLAB REQ src=(\S+) sport=(\d+) proto=(\S+) method=(\S+)")
+_REQ_LINE = re.compile(r"FBLAB REQ src=(\S+) sport=(\d+) proto=(\S+) method=(\S+) callid=(\S*)")
 _REP_LINE = re.compile(r"FBLAB REP (\d{3}) dst=(\S+)")
 
 
@@ -81,6 +81,16 @@ def attacker_addresses(index: int) -> tuple[str, str]:
     if not 0 <= index < MAX_ATTACKERS:
         raise SipLabError(f"attacker index {index} outside 0..{MAX_ATTACKERS - 1}")
     return f"203.0.113.{10 + index}", f"2001:db8:113::{10 + index:x}"
+
+
+@dataclass(frozen=True)
+class ServerRequest:
+    """One request as Kamailio logged it on arrival."""
+    source: str          # normalised address (ipaddress)
+    port: int
+    proto: str           # "udp" / "tcp"
+    method: str
+    call_id: str
 
 
 @dataclass
@@ -522,18 +532,17 @@ class SipLab:
         except (AttributeError, FileNotFoundError):
             return ""
 
-    def server_requests(self) -> list[tuple[str, int, str, str]]:
-        """Every request Kamailio received: (source address, source port, proto, method)."""
-        out = []
-        for m in _REQ_LINE.finditer(self.server_log_text()):
-            out.append((_normal(m.group(1)), int(m.group(2)), m.group(3), m.group(4)))
-        return out
+    def server_requests(self) -> list[ServerRequest]:
+        """Every request Kamailio received, in order."""
+        return [ServerRequest(_normal(m.group(1)), int(m.group(2)), m.group(3), m.group(4),
+                              m.group(5))
+                for m in _REQ_LINE.finditer(self.server_log_text())]
 
     def server_requests_from(self, address: str, method: str | None = None) -> int:
         """How many requests from `address` reached Kamailio (optionally of one method)."""
         wanted = _normal(address)
-        return sum(1 for src, _, _, m in self.server_requests()
-                   if src == wanted and (method is None or m == method))
+        return sum(1 for r in self.server_requests()
+                   if r.source == wanted and (method is None or r.method == method))
 
     def server_replies_to(self, address: str) -> dict[int, int]:
         """The replies Kamailio's script sent to `address`, by status code."""
@@ -544,6 +553,21 @@ class SipLab:
                 code = int(m.group(1))
                 out[code] = out.get(code, 0) + 1
         return out
+
+    # ----------------------------------------------------------------- a stand-in ban
+
+    def drop_at_router(self, address: str) -> None:
+        """Makes the router drop every packet from `address` (a policy-routing blackhole).
+
+        Not the guard: a control for tests that need "the server hears nothing from X"."""
+        family = "-6" if ":" in address else "-4"
+        self.router_namespace.run(["ip", family, "rule", "add", "from", _normal(address),
+                                   "blackhole", "priority", "100"])
+
+    def undrop_at_router(self, address: str) -> None:
+        family = "-6" if ":" in address else "-4"
+        self.router_namespace.run(["ip", family, "rule", "del", "from", _normal(address),
+                                   "blackhole", "priority", "100"], check=False)
 
     # ----------------------------------------------------------------- clients
 
@@ -591,7 +615,7 @@ class SipLab:
 
     def start_attacker(self, guesses: int = 10, rate: float = 20.0, transport: str = "udp",
                        family: int = 4, index: int = 0, user: str = PHONE_USER,
-                       password: str = "wrong-guess", response_timeout: float = 0.5
+                       password: str = "wrong-guess", response_timeout: float = 0.2
                        ) -> AttackerHandle:
         """Starts attacker `index` guessing `user`'s password: guesses + 1 REGISTERs with one
         Call-ID, about `rate` per second (a turn whose answer never comes waits at most

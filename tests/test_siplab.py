@@ -1,0 +1,197 @@
+"""The SIP lab: a real Kamailio doing digest authentication, a sipp phone and sipp attackers.
+
+No fastban here: these tests pin what the end-to-end test relies on. The phone registers; a
+wrong password never gets a 200; what the clients sent is what the server counts, per source.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from fastban import siplab
+from fastban.siplab import SipLab, SipLabError
+from conftest import require_tool
+
+
+@pytest.fixture(scope="module")
+def tools(kernel):
+    require_tool("kamailio")
+    require_tool("sipp")
+
+
+@pytest.fixture(scope="module")
+def lab(tools):
+    with SipLab(attackers=2) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def lab403(tools):
+    with SipLab(attackers=1, bad_auth_reply="403") as lab:
+        yield lab
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+            pids.append(int(entry))
+    return pids
+
+
+def _netns_names() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+# ------------------------------------------------------------------ without root
+
+
+def test_config_renders_every_placeholder_and_user():
+    lab = SipLab(users={"1001": "pw-one", "2002": "pw-two"}, bad_auth_reply="403")
+    cfg = lab.render_config()
+    assert "@@" not in cfg
+    assert 'case "2002":' in cfg and '"pw-two"' in cfg
+    assert "#!define BAD_AUTH_403" in cfg
+    for listen in ("udp:192.0.2.10:5060", "tcp:[2001:db8:2::10]:5060"):
+        assert f"listen={listen}" in cfg
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(SipLabError):
+        SipLab(bad_auth_reply="404")
+    with pytest.raises(SipLabError):
+        SipLab(users={"2002": "x"})
+    with pytest.raises(SipLabError):
+        siplab.attacker_addresses(siplab.MAX_ATTACKERS)
+
+
+def test_attacker_addresses_are_distinct():
+    seen = {siplab.attacker_addresses(i) for i in range(siplab.MAX_ATTACKERS)}
+    assert len(seen) == siplab.MAX_ATTACKERS
+
+
+# ------------------------------------------------------------------ a real server
+
+
+def test_phone_registers(lab):
+    before = lab.server_requests_from(lab.phone_address)
+    result = lab.register_phone(count=3, interval=0.05)
+    assert (result.successes, result.failures) == (3, 0)
+    assert result.responses[401] == 3 and result.responses[200] == 3
+    assert result.requests_sent == 6
+    assert lab.server_requests_from(lab.phone_address) - before == 6
+    assert lab.server_replies_to(lab.phone_address).get(200, 0) >= 3
+
+
+def test_phone_registers_over_tcp_and_ipv6(lab):
+    address = lab.phone_address_of(6)
+    before = lab.server_requests_from(address)
+    result = lab.register_phone(count=2, interval=0.05, family=6, transport="tcp")
+    assert (result.successes, result.failures) == (2, 0)
+    assert lab.server_requests_from(address) - before == result.requests_sent == 4
+
+
+def test_phone_with_a_wrong_password_fails(lab):
+    result = lab.register_phone(count=1, interval=0.05, password="not-it",
+                                response_timeout=0.5)
+    assert result.successes == 0 and result.failures == 1
+    assert result.responses.get(200, 0) == 0
+
+
+@pytest.mark.parametrize("transport,family", [("udp", 4), ("tcp", 6)])
+def test_attacker_gets_401_and_never_200(lab, transport, family):
+    address = lab.attacker_address(0, family)
+    before = lab.server_requests_from(address)
+    result = lab.start_attacker(guesses=15, rate=200, transport=transport,
+                                family=family).wait()
+    assert result.requests_sent == 16            # one to fetch a challenge, 15 guesses
+    assert result.responses.get(401) == 16
+    assert result.responses.get(200, 0) == 0 and result.timeouts == 0
+    got = [r for r in lab.server_requests()[-16:] if r.source == address]
+    assert len(got) == 16 and len({r.call_id for r in got}) == 1    # one Call-ID throughout
+    assert lab.server_requests_from(address) - before == 16
+
+
+def test_attacker_gets_403_in_403_mode(lab403):
+    address = lab403.attacker_address(0, 6)
+    result = lab403.start_attacker(guesses=10, rate=200, family=6).wait()
+    assert result.requests_sent == 11
+    assert result.responses.get(401) == 1 and result.responses.get(403) == 10
+    assert result.responses.get(200, 0) == 0
+    assert lab403.server_replies_to(address) == {401: 1, 403: 10}
+    assert lab403.register_phone(count=1, interval=0.05).successes == 1
+
+
+def test_counts_per_source_with_everyone_at_once(lab):
+    sources = [lab.phone_address, lab.attacker_address(0), lab.attacker_address(1)]
+    before = {a: lab.server_requests_from(a) for a in sources}
+    phone = lab.start_phone(count=5, interval=0.1)
+    attackers = [lab.start_attacker(guesses=30, rate=100, index=i) for i in (0, 1)]
+    results = [a.wait() for a in attackers]
+    phone_result = phone.wait()
+    assert phone_result.successes == 5
+    sent = [phone_result.requests_sent] + [r.requests_sent for r in results]
+    assert sent == [10, 31, 31]
+    for address, count in zip(sources, sent):
+        assert lab.server_requests_from(address) - before[address] == count
+    assert all(r.responses.get(200, 0) == 0 for r in results)
+
+
+def test_unanswered_attacker_keeps_going_and_the_server_counts_only_what_arrived(lab):
+    address = lab.attacker_address(1)
+    before = lab.server_requests_from(address)
+    lab.drop_at_router(address)
+    try:
+        handle = lab.start_attacker(guesses=5, rate=100, index=1, response_timeout=0.05)
+        result = handle.wait()
+    finally:
+        lab.undrop_at_router(address)
+    assert result.requests_sent == 6 and result.timeouts == 6
+    assert lab.server_requests_from(address) == before
+    # the way is open again
+    result = lab.start_attacker(guesses=2, rate=100, index=1).wait()
+    assert result.responses.get(401) == 3
+
+
+def test_stopping_an_attacker_early(lab):
+    handle = lab.start_attacker(guesses=100000, rate=50)
+    assert handle.running()
+    result = handle.stop()
+    assert not handle.running()
+    assert result.responses.get(200, 0) == 0
+
+
+def test_everything_is_gone_after_close(tools):
+    lab = SipLab(attackers=2)
+    lab.start()
+    pgid = lab.kamailio_pid
+    try:
+        ours = {ns.name for ns in lab.lab.namespaces}
+        assert len(ours) == 5 and ours <= _netns_names()
+        assert len(_group_pids(pgid)) > 1                    # the master and its children
+        attacker = lab.start_attacker(guesses=100000, rate=20)   # left running on purpose
+        sipp_pid = attacker._sipp.proc.pid
+    finally:
+        lab.close()
+    assert _group_pids(pgid) == []
+    assert not os.path.exists(f"/proc/{sipp_pid}")
+    assert not (ours & _netns_names())
+    assert not lab.tmp.exists()
+
+
+def test_cleanup_when_the_block_raises(tools):
+    with pytest.raises(RuntimeError):
+        with SipLab(attackers=1) as lab:
+            pgid = lab.kamailio_pid
+            names = {ns.name for ns in lab.lab.namespaces}
+            raise RuntimeError("boom")
+    assert _group_pids(pgid) == []
+    assert not (names & _netns_names())
