@@ -1,0 +1,252 @@
+"""The operator's commands: run, list, ban, unban, stats.
+
+`list`, `ban` and `unban` ask the running guard over its control socket; when none runs they
+work on the interface's pinned kernel maps and the state file directly, so the list of blocked
+addresses and the unblock action never depend on the service being up.
+
+Exit codes: 0 done; 1 the request could not be carried out (not banned, table full, no guard
+and no pinned maps); 2 bad usage or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from fastban import control, state
+from fastban.cli import SETTINGS_FLAGS, add_settings_arguments
+from fastban.config import ConfigError, load_settings
+from fastban.guard import Guard, GuardError, iso
+
+PIN_ROOT = "/sys/fs/bpf/fastban"
+
+
+class CommandError(Exception):
+    """Ends the command with one line on stderr and exit code 1."""
+
+
+def add_commands(subparsers) -> None:
+    run = subparsers.add_parser("run", help="guard an interface: capture, detect, ban")
+    add_settings_arguments(run)
+    run.add_argument("--iface", help="the interface to guard")
+    run.add_argument("--socket", dest="control_socket", help="control socket path")
+    run.add_argument("--capture", dest="capture_direction",
+                     choices=["egress", "ingress", "both"], help="where responses are read")
+    run.add_argument("--xdp-mode", choices=["auto", "native", "generic"])
+    run.add_argument("--ban-scope", choices=["all", "ports"])
+    run.add_argument("--state-file")
+    run.add_argument("--detach-on-exit", action="store_true",
+                     help="remove the programs and lift the bans when stopping")
+    run.set_defaults(handler=cmd_run)
+
+    listing = subparsers.add_parser("list", help="blocked addresses and ranges")
+    _common(listing)
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=cmd_list)
+
+    ban = subparsers.add_parser("ban", help="ban an address or network by hand")
+    _common(ban)
+    ban.add_argument("target", help="an address or CIDR network")
+    ban.add_argument("--time", type=float, dest="duration",
+                     help="seconds; 0 = permanent (default: bantime)")
+    ban.set_defaults(handler=cmd_ban)
+
+    unban = subparsers.add_parser("unban", help="lift a ban (the unblock button)")
+    _common(unban)
+    target = unban.add_mutually_exclusive_group(required=True)
+    target.add_argument("target", nargs="?", help="an address or CIDR network")
+    target.add_argument("--all", action="store_true", help="lift every ban")
+    unban.set_defaults(handler=cmd_unban)
+
+    stats = subparsers.add_parser("stats", help="packets, responses, failures, bans")
+    _common(stats)
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+    stats.set_defaults(handler=cmd_stats)
+
+
+def _common(parser) -> None:
+    parser.add_argument("--config", help="TOML settings file")
+    parser.add_argument("--iface", help="the guarded interface")
+    parser.add_argument("--socket", dest="control_socket", help="control socket path")
+
+
+def _settings(args, **overrides):
+    flags = {"control_socket": getattr(args, "control_socket", None), **overrides}
+    return load_settings(args.config, flags)
+
+
+def dispatch(args) -> int:
+    """Runs a command; user errors end in one line on stderr."""
+    try:
+        return args.handler(args) or 0
+    except ConfigError as error:
+        print(f"fastban: {error}", file=sys.stderr)
+        return 2
+    except (CommandError, GuardError, control.ControlError, state.StateError) as error:
+        print(f"fastban: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        from fastban.dataplane import DataPlaneError
+        if isinstance(error, DataPlaneError):
+            print(f"fastban: {error}", file=sys.stderr)
+            return 1
+        raise
+
+
+# -- run ------------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from fastban.service import Service
+
+    overrides = {dest: getattr(args, dest) for _, dest, _ in SETTINGS_FLAGS}
+    for dest in ("count_register_404", "capture_direction", "xdp_mode", "ban_scope",
+                 "state_file", "control_socket"):
+        overrides[dest] = getattr(args, dest)
+    settings = load_settings(args.config, overrides)
+    iface = _iface(args, settings, must_be_pinned=False)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s fastban: %(message)s",
+                        stream=sys.stdout)
+    service = Service(settings, iface, config_path=args.config, overrides=overrides,
+                      detach_on_exit=args.detach_on_exit)
+    service.run()
+    return 0
+
+
+# -- list, ban, unban, stats: the running guard, else the pinned maps -------------------------
+
+def _ask(settings, op: str, **arguments):
+    """The running guard's answer, or None when no guard listens."""
+    try:
+        with control.Client(settings.control_socket) as client:
+            return client.call(op, **arguments)
+    except control.NotRunning:
+        return None
+
+
+def _iface(args, settings, must_be_pinned: bool = True) -> str:
+    if args.iface:
+        iface = args.iface
+    elif settings.interfaces:
+        iface = settings.interfaces[0]
+    else:
+        pinned = sorted(os.listdir(PIN_ROOT)) if os.path.isdir(PIN_ROOT) else []
+        if len(pinned) != 1:
+            raise CommandError("name the interface with --iface" +
+                               (f" (guarded: {', '.join(pinned)})" if pinned else ""))
+        iface = pinned[0]
+    if must_be_pinned and not os.path.isdir(os.path.join(PIN_ROOT, iface)):
+        raise CommandError(f"no guard is running and none has left bans on {iface}")
+    return iface
+
+
+class _Offline:
+    """The pinned maps and the state file of an interface whose guard is not running."""
+
+    def __init__(self, args, settings):
+        from fastban.dataplane import DataPlane
+
+        self.settings = settings
+        self.dataplane = DataPlane(_iface(args, settings), capacity=settings.map_capacity,
+                                   capture="none")
+
+    def __enter__(self) -> Guard:
+        self.guard = Guard(self.settings, self.dataplane)
+        return self.guard
+
+    def __exit__(self, *exc) -> None:
+        self.guard.save()
+        self.dataplane.close()
+
+
+def cmd_list(args) -> int:
+    settings = _settings(args)
+    rows = _ask(settings, "list")
+    if rows is None:
+        with _Offline(args, settings) as guard:
+            rows = guard.listing()
+    if args.json:
+        print(json.dumps({"bans": rows}, indent=2))
+    else:
+        print(format_bans(rows, time.time()))
+    return 0
+
+
+def cmd_ban(args) -> int:
+    settings = _settings(args)
+    record = _ask(settings, "ban", target=args.target, duration=args.duration)
+    if record is None:
+        with _Offline(args, settings) as guard:
+            record = guard.ban(args.target, args.duration).to_wire()
+    until = "permanently" if record["expires_at"] == 0 else f"until {iso(record['expires_at'])}"
+    print(f"banned {record['target']} {until}")
+    return 0
+
+
+def cmd_unban(args) -> int:
+    settings = _settings(args)
+    op, arguments = ("unban_all", {}) if args.all else ("unban", {"target": args.target})
+    answer = _ask(settings, op, **arguments)
+    if answer is None:
+        with _Offline(args, settings) as guard:
+            removed = guard.unban_all() if args.all else guard.unban(args.target)
+    else:
+        removed = answer["removed"]
+    if args.all:
+        print(f"unbanned {removed} address{'es' if removed != 1 else ''}")
+        return 0
+    if not removed:
+        raise CommandError(f"{args.target} is not banned")
+    print(f"unbanned {args.target}")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    settings = _settings(args)
+    figures = _ask(settings, "stats")
+    if figures is None:
+        raise CommandError(f"no guard is listening on {settings.control_socket}")
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        width = max(map(len, figures))
+        for key, value in figures.items():
+            print(f"{key.replace('_', ' '):<{width}}  {value}")
+    return 0
+
+
+# -- output ---------------------------------------------------------------------------------
+
+def format_bans(rows: list[dict], now: float) -> str:
+    if not rows:
+        return "no addresses are blocked"
+    table = [("ADDRESS", "BANNED AT", "TIME LEFT", "DROPPED", "FAILURES", "REASON")]
+    for row in rows:
+        table.append((
+            row["target"],
+            iso(row["banned_at"]) if row["banned_at"] else "-",
+            "permanent" if row["time_left"] is None else _span(row["time_left"]),
+            str(row["packets_dropped"]),
+            str(row["failures"]),
+            row["reason"],
+        ))
+    widths = [max(len(line[i]) for line in table) for i in range(5)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[5]
+                     for line in table)
+
+
+def _span(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with only these commands, for tests that need no other subcommand."""
+    parser = argparse.ArgumentParser(prog="fastban")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    return parser

@@ -1,0 +1,271 @@
+"""The controller: turns captured responses into bans in the kernel, and keeps them.
+
+It owns the decisions (failure rules), the ban records (reason, failures, times), expiry,
+repeat-offender escalation and persistence. The kernel side is a `fastban.dataplane.DataPlane`;
+the guard never touches BPF itself. It does no waiting and starts no threads: `fastban.service`
+feeds it captured responses and calls `tick` regularly.
+
+Times the operator sees are wall-clock seconds; the kernel map gets the same expiry on the
+monotonic clock, so a ban lapses on time even when no guard runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from typing import Callable
+
+from fastban import sip, state
+from fastban.rules import BanDecision, FailureRules
+from fastban.state import BanRecord
+
+log = logging.getLogger("fastban")
+
+SAVE_INTERVAL = 1.0
+FOUND_IN_MAP = "found in the kernel map"
+
+
+class GuardError(ValueError):
+    """A request the guard refuses (bad address, whitelisted target); the text is for the user."""
+
+
+def as_network(text_or_object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text_or_object, strict=False)
+    except ValueError:
+        raise GuardError(f"not an IP address or network: {text_or_object}") from None
+
+
+def wall_to_monotonic_ns(wall_seconds: float, wall_now: float, mono_now_ns: int) -> int:
+    return mono_now_ns + int((wall_seconds - wall_now) * 1e9)
+
+
+def iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+class Guard:
+    def __init__(self, settings, dataplane, *, wall: Callable[[], float] = time.time,
+                 monotonic_ns: Callable[[], int] = time.monotonic_ns):
+        self.dataplane = dataplane
+        self.wall, self.monotonic_ns = wall, monotonic_ns
+        self.counts = {"responses_parsed": 0, "malformed": 0, "requests_seen": 0,
+                       "bans_total": 0, "unbans_total": 0, "bans_refused": 0}
+        self.settings = settings
+        self.rules = FailureRules(settings.rule_settings())
+        self.state, warning = state.load(settings.state_file, now=wall())
+        if warning:
+            log.warning(warning)
+        self._dirty, self._saved_at = False, 0.0
+        self._apply_settings()
+        self._reconcile()
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def reload(self, settings) -> None:
+        """Takes new settings (SIGHUP). Failures counted so far are kept when the rules stay."""
+        rules_changed = settings.rule_settings() != self.settings.rule_settings()
+        self.settings = settings
+        if rules_changed:
+            self.rules = FailureRules(settings.rule_settings())
+        self._apply_settings()
+        log.info("settings reloaded%s", " (failure counts restarted)" if rules_changed else "")
+
+    def _apply_settings(self) -> None:
+        s = self.settings
+        wanted = set(s.ignored_networks)
+        for network in set(self.dataplane.allowed()) - wanted:
+            self.dataplane.disallow(network)
+        for network in wanted:
+            self.dataplane.allow(network)
+        self.dataplane.set_sip_ports(s.sip_ports)
+        self.dataplane.set_scope(s.effective_ban_ports if s.ban_scope == "ports" else None)
+
+    def _reconcile(self) -> None:
+        """Makes the kernel map and the saved records agree after a restart or a crash."""
+        now, mono = self.wall(), self.monotonic_ns()
+        self.dataplane.purge_expired()
+        in_map = kernel_bans(self.dataplane)
+        for target, record in list(self.state.bans.items()):
+            if target not in in_map:
+                self._enforce(record, now, mono)
+        for target, ban in in_map.items():
+            if target in self.state.bans:
+                continue
+            if ban.expires_ns and ban.expires_ns <= mono:
+                self.dataplane.unban(target)
+                continue
+            expires_at = 0.0 if ban.expires_ns == 0 else now + (ban.expires_ns - mono) / 1e9
+            self.state.bans[target] = BanRecord(target, FOUND_IN_MAP, 0, now, expires_at)
+            self._dirty = True
+        self.save()
+
+    # -- traffic ----------------------------------------------------------------------------
+
+    def handle_responses(self, captured: list) -> list[BanRecord]:
+        """Parses a batch of captured responses, applies the rules, bans; returns new bans."""
+        if not captured:
+            return []
+        now = self.wall()
+        messages = sip.parse_batch([response.payload for response in captured])
+        new_bans = []
+        for response, message in zip(captured, messages):
+            if message is None:
+                self.counts["malformed"] += 1
+                continue
+            if not message.is_response:
+                self.counts["requests_seen"] += 1
+                continue
+            self.counts["responses_parsed"] += 1
+            decision = self.rules.observe(now, response.dst, message)
+            if decision is not None:
+                record = self.ban_decided(decision)
+                if record:
+                    new_bans.append(record)
+        return new_bans
+
+    def tick(self) -> list[BanRecord]:
+        """Unanswered challenges become failures, expired bans are lifted, state is saved."""
+        now = self.wall()
+        new_bans = [record for decision in self.rules.expire(now)
+                    if (record := self.ban_decided(decision))]
+        for target, record in list(self.state.bans.items()):
+            if record.expired(now):
+                self.dataplane.unban(target)
+                del self.state.bans[target]
+                self._dirty = True
+                log.info("unban %s: ban of %s expired", target, _duration(record))
+        if self._dirty and now - self._saved_at >= SAVE_INTERVAL:
+            self.save()
+        return new_bans
+
+    # -- bans -------------------------------------------------------------------------------
+
+    def ban_decided(self, decision: BanDecision) -> BanRecord | None:
+        target = decision.network
+        previous = self.state.ban_counts.get(target, 0)
+        duration = self.settings.bantime_for(previous)
+        return self._ban(target, duration, decision.reason, decision.failures)
+
+    def ban(self, target, duration: float | None = None, reason: str = "banned by hand") \
+            -> BanRecord:
+        """A ban by hand: duration in seconds, 0 = permanent, None = the configured bantime."""
+        network = as_network(target)
+        for allowed in self.settings.ignored_networks:
+            if network.version == allowed.version and network.subnet_of(allowed):
+                raise GuardError(f"{network} is whitelisted ({allowed}); remove it from the "
+                                 "whitelist first")
+        if duration is None:
+            duration = self.settings.bantime
+        if duration < 0:
+            raise GuardError(f"ban time must be 0 (permanent) or more seconds, got {duration}")
+        record = self._ban(network, duration, reason, 0)
+        if record is None:
+            raise GuardError(f"the kernel ban table is full; {network} is not banned")
+        self.save()
+        return record
+
+    def _ban(self, target, duration: float, reason: str, failures: int) -> BanRecord | None:
+        now = self.wall()
+        record = BanRecord(target, reason, failures, now, 0.0 if duration == 0 else now + duration)
+        if not self._enforce(record, now, self.monotonic_ns()):
+            return None
+        self.state.bans[target] = record
+        self.state.ban_counts[target] = self.state.ban_counts.get(target, 0) + 1
+        self.counts["bans_total"] += 1
+        self._dirty = True
+        log.info("ban %s for %s: %s", target, _duration(record), reason)
+        return record
+
+    def _enforce(self, record: BanRecord, now: float, mono: int) -> bool:
+        from fastban.dataplane import BanTableFull
+        expires_ns = 0 if record.expires_at == 0 else wall_to_monotonic_ns(record.expires_at,
+                                                                            now, mono)
+        try:
+            self.dataplane.ban(record.target, expires_ns)
+        except BanTableFull as error:
+            self.counts["bans_refused"] += 1
+            log.error("cannot ban %s: %s", record.target, error)
+            return False
+        return True
+
+    def unban(self, target) -> bool:
+        network = as_network(target)
+        known = self.state.bans.pop(network, None) is not None
+        removed = self.dataplane.unban(network) or known
+        if removed:
+            self.rules.forget(network.network_address)
+            self.counts["unbans_total"] += 1
+            self._dirty = True
+            log.info("unban %s: by hand", network)
+            self.save()
+        return removed
+
+    def unban_all(self) -> int:
+        targets = set(kernel_bans(self.dataplane)) | set(self.state.bans)
+        for target in targets:
+            self.unban(target)
+        return len(targets)
+
+    def save(self) -> None:
+        state.save(self.state, self.settings.state_file)
+        self._dirty, self._saved_at = False, self.wall()
+
+    # -- what the CLI shows -----------------------------------------------------------------
+
+    def listing(self) -> list[dict]:
+        return ban_rows(kernel_bans(self.dataplane), self.state.bans, self.wall(),
+                        self.monotonic_ns())
+
+    def stats(self) -> dict:
+        counters = self.dataplane.counters()
+        return {
+            "packets_seen": counters.get("seen", 0),
+            "packets_passed": counters.get("passed", 0),
+            "packets_dropped": counters.get("dropped", 0),
+            "responses_captured": counters.get("captured", 0),
+            "events_lost": counters.get("capture_lost", 0),
+            "responses_parsed": self.counts["responses_parsed"],
+            "malformed_skipped": self.counts["malformed"],
+            "failures_counted": sum(v for k, v in self.rules.stats.items()
+                                    if k.startswith("failures_")),
+            "challenges_open": self.rules.open_challenges,
+            "bans_active": len(self.state.bans),
+            "bans_total": self.counts["bans_total"],
+            "bans_refused": self.counts["bans_refused"],
+            "unbans_total": self.counts["unbans_total"],
+            "parser": sip.IMPLEMENTATION,
+        }
+
+
+def kernel_bans(dataplane) -> dict:
+    """The bans in the kernel maps by network (an exact address as its /32 or /128)."""
+    return {ipaddress.ip_network(ban.target): ban for ban in dataplane.bans()}
+
+
+def ban_rows(bans: dict, records: dict, now: float, mono_now: int) -> list[dict]:
+    """One row per ban in the kernel map, joined with its record: the list of blocked addresses."""
+    rows = []
+    for target in sorted(bans, key=lambda network: (network.version, network)):
+        ban, record = bans[target], records.get(target)
+        if ban.expires_ns == 0:
+            expires_at = 0.0
+        else:
+            expires_at = now + (ban.expires_ns - mono_now) / 1e9
+        rows.append({
+            "target": str(target),
+            "reason": record.reason if record else FOUND_IN_MAP,
+            "failures": record.failures if record else 0,
+            "banned_at": record.banned_at if record else None,
+            "expires_at": expires_at,
+            "time_left": None if expires_at == 0 else max(0.0, round(expires_at - now, 3)),
+            "packets_dropped": ban.hits,
+        })
+    return rows
+
+
+def _duration(record: BanRecord) -> str:
+    if record.expires_at == 0:
+        return "ever"
+    return f"{record.expires_at - record.banned_at:.0f} s until {iso(record.expires_at)}"

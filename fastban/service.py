@@ -1,0 +1,114 @@
+"""`fastban run`: the guard as a long-running service on one interface.
+
+One thread waits on the capture (perf buffer) and hands each batch of responses to the guard
+straight away, so a ban reaches the kernel map as soon as the response that crossed the
+threshold is read. The control socket is served from a second thread; both take one lock.
+
+SIGTERM and SIGINT stop the service; the programs stay attached and the bans stay enforced
+unless `detach_on_exit`. SIGHUP reloads the settings file.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from fastban import control
+from fastban.config import load_settings
+from fastban.guard import Guard, GuardError
+
+log = logging.getLogger("fastban")
+
+POLL_MS = 100
+TICK_SECONDS = 0.5
+
+
+class Service:
+    def __init__(self, settings, iface: str, *, config_path=None, overrides=None,
+                 detach_on_exit: bool = False):
+        from fastban.dataplane import DataPlane
+
+        self.settings, self.iface = settings, iface
+        self.config_path, self.overrides = config_path, overrides or {}
+        self.detach_on_exit = detach_on_exit
+        self.dataplane = DataPlane(iface, capacity=settings.map_capacity,
+                                   sip_ports=settings.sip_ports,
+                                   capture=settings.capture_direction,
+                                   count_register_404=settings.count_register_404)
+        self.mode = self.dataplane.attach(settings.xdp_mode)
+        self.guard = Guard(settings, self.dataplane)
+        self.lock = threading.Lock()
+        self.pending: list = []
+        self.dataplane.on_response(self.pending.append)
+        self.server = control.Server(settings.control_socket, self.answer, self.lock)
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+
+    def answer(self, request: dict):
+        op = request["op"]
+        try:
+            if op == "list":
+                return self.guard.listing()
+            if op == "stats":
+                return {**self.guard.stats(), "iface": self.iface, "xdp_mode": self.mode}
+            if op == "ban":
+                record = self.guard.ban(request["target"], request.get("duration"))
+                return record.to_wire()
+            if op == "unban":
+                return {"removed": self.guard.unban(request["target"])}
+            if op == "unban_all":
+                return {"removed": self.guard.unban_all()}
+        except GuardError as error:
+            raise control.ControlError(str(error)) from None
+        raise control.ControlError(f"unknown operation {op!r}")
+
+    def run(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        self.server.start()
+        s = self.settings
+        log.info("guarding %s (XDP %s): ban after %d failures within %d s for %d s; "
+                 "SIP ports %s; control socket %s", self.iface, self.mode, s.maxretry,
+                 s.findtime, s.bantime, ",".join(map(str, s.sip_ports)), s.control_socket)
+        next_tick = 0.0
+        try:
+            while not self._stop.is_set():
+                self.dataplane.poll(POLL_MS)
+                with self.lock:
+                    if self.pending:
+                        batch = self.pending[:]
+                        self.pending.clear()
+                        self.guard.handle_responses(batch)
+                    if time.monotonic() >= next_tick:
+                        self.guard.tick()
+                        next_tick = time.monotonic() + TICK_SECONDS
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
+        finally:
+            self.shutdown()
+
+    def reload(self) -> None:
+        try:
+            settings = load_settings(self.config_path, self.overrides)
+        except ValueError as error:
+            log.error("reload refused, keeping the running settings: %s", error)
+            return
+        with self.lock:
+            self.guard.reload(settings)
+            self.settings = settings
+
+    def shutdown(self) -> None:
+        self.server.stop()
+        with self.lock:
+            self.guard.save()
+        if self.detach_on_exit:
+            self.dataplane.detach()
+            log.info("stopped; programs detached from %s, bans lifted", self.iface)
+        else:
+            self.dataplane.close()
+            log.info("stopped; %d bans stay enforced on %s", len(self.guard.state.bans),
+                     self.iface)

@@ -1,0 +1,179 @@
+"""The controller on a real data plane: bans reach the kernel maps, expire, escalate, persist."""
+import ipaddress
+import time
+
+import pytest
+
+from fastban import netns, state
+from fastban.config import load_settings
+from fastban.guard import FOUND_IN_MAP, Guard, GuardError
+from tests.traces import sip_response
+
+ATTACKER = ipaddress.ip_address("10.240.0.66")
+ATTACKER6 = ipaddress.ip_address("fd00:240::66")
+
+
+@pytest.fixture(scope="module")
+def dataplane(kernel):
+    from fastban.dataplane import DataPlane
+    with netns.Lab() as lab:
+        server = lab.namespace("srv")
+        link = lab.link(server, lab.namespace("cli"), "10.240.0.1/24", "10.240.0.2/24")
+        with server.entered():
+            plane = DataPlane(link.a, capacity=64, pin_root="/sys/fs/bpf/fastban-test")
+            plane.attach("generic")
+        try:
+            yield plane
+        finally:
+            with server.entered():
+                plane.detach()
+
+
+@pytest.fixture
+def settings_for(tmp_path, dataplane):
+    for ban in dataplane.bans(include_expired=True):
+        dataplane.unban(ban.target)
+
+    def make(**overrides):
+        return load_settings(None, {"state_file": str(tmp_path / "state.msgpack"),
+                                    "control_socket": str(tmp_path / "control.sock"),
+                                    "maxretry": 3, **overrides})
+    return make
+
+
+def forbidden(peer, n, call_id="guess"):
+    from fastban.dataplane import CapturedResponse
+    return [CapturedResponse(ipaddress.ip_address("10.240.0.1"), peer, 5060, 5060, "udp", 403,
+                             sip_response(403, call_id=call_id, branch=f"z9hG4bK{i}",
+                                          via_host=str(peer)), time.monotonic_ns())
+            for i in range(n)]
+
+
+def test_failures_ban_into_the_kernel_map_with_reason_and_expiry(dataplane, settings_for):
+    guard = Guard(settings_for(bantime=600), dataplane)
+    assert guard.handle_responses(forbidden(ATTACKER, 2)) == []
+    assert dataplane.bans() == []
+    [record] = guard.handle_responses(forbidden(ATTACKER, 1, call_id="third"))
+    assert record.target == ipaddress.ip_network("10.240.0.66/32")
+    assert record.failures == 3 and "3 failures" in record.reason
+    [ban] = dataplane.bans()
+    assert ban.target == ATTACKER
+    assert 599 < (ban.expires_ns - time.monotonic_ns()) / 1e9 <= 600
+    [row] = guard.listing()
+    assert row["target"] == "10.240.0.66/32" and row["failures"] == 3
+    assert 599 < row["time_left"] <= 600 and row["packets_dropped"] == 0
+    assert guard.stats()["bans_active"] == 1 and guard.stats()["responses_parsed"] == 3
+
+
+def test_malformed_payloads_are_counted_and_skipped(dataplane, settings_for):
+    guard = Guard(settings_for(), dataplane)
+    junk = forbidden(ATTACKER, 1)[0]
+    junk.payload = b"\x00\x01garbage"
+    guard.handle_responses([junk] + forbidden(ATTACKER, 1))
+    assert guard.counts["malformed"] == 1 and guard.counts["responses_parsed"] == 1
+
+
+def test_repeat_offenders_are_banned_longer_up_to_the_cap(dataplane, settings_for):
+    guard = Guard(settings_for(bantime=100, bantime_increment=True, bantime_factor=4,
+                               bantime_max=1000), dataplane)
+    lengths = []
+    for round_ in range(3):
+        [record] = guard.handle_responses(forbidden(ATTACKER, 3, call_id=f"r{round_}"))
+        lengths.append(round(record.expires_at - record.banned_at))
+        assert guard.unban(record.target)
+    assert lengths == [100, 400, 1000]
+
+
+def test_ipv6_offender_banned_by_prefix_when_configured(dataplane, settings_for):
+    guard = Guard(settings_for(ipv6_ban_prefix=64), dataplane)
+    [record] = guard.handle_responses(forbidden(ATTACKER6, 3))
+    assert record.target == ipaddress.ip_network("fd00:240::/64")
+    assert [ban.target for ban in dataplane.bans()] == [ipaddress.ip_network("fd00:240::/64")]
+
+
+def test_expired_bans_are_lifted_by_tick(dataplane, settings_for):
+    guard = Guard(settings_for(), dataplane)
+    guard.ban("10.240.0.77", duration=1)
+    assert len(dataplane.bans()) == 1
+    time.sleep(1.1)
+    guard.tick()
+    assert dataplane.bans(include_expired=True) == [] and guard.state.bans == {}
+
+
+def test_unanswered_challenges_ban_through_tick(dataplane, settings_for):
+    from fastban.dataplane import CapturedResponse
+    clock = [1000.0]
+    guard = Guard(settings_for(challenge_grace=5), dataplane, wall=lambda: clock[0])
+    guard.handle_responses([
+        CapturedResponse(ipaddress.ip_address("10.240.0.1"), ATTACKER, 5060, 5060, "udp", 401,
+                         sip_response(401, call_id=f"scan{i}", branch="z9hG4bKs",
+                                      via_host=str(ATTACKER)), 0) for i in range(3)])
+    assert guard.tick() == []
+    clock[0] += 6
+    [record] = guard.tick()
+    assert "unanswered 401" in record.reason
+
+
+def test_bans_survive_a_restart_and_a_lost_state_file(dataplane, settings_for, tmp_path):
+    settings = settings_for()
+    guard = Guard(settings, dataplane)
+    guard.handle_responses(forbidden(ATTACKER, 3))
+    guard.ban("10.250.0.0/16", duration=0, reason="hand")
+    guard.save()
+    again = Guard(settings, dataplane)
+    assert {str(t): r.reason for t, r in again.state.bans.items()} == {
+        "10.240.0.66/32": guard.state.bans[ipaddress.ip_network("10.240.0.66/32")].reason,
+        "10.250.0.0/16": "hand"}
+    (tmp_path / "state.msgpack").unlink()          # as if killed before the file was written
+    third = Guard(settings, dataplane)
+    assert {str(t): r.reason for t, r in third.state.bans.items()} == {
+        "10.240.0.66/32": FOUND_IN_MAP, "10.250.0.0/16": FOUND_IN_MAP}
+    assert third.state.bans[ipaddress.ip_network("10.250.0.0/16")].expires_at == 0
+
+
+def test_saved_ban_missing_from_the_map_is_enforced_again(dataplane, settings_for):
+    settings = settings_for()
+    guard = Guard(settings, dataplane)
+    guard.ban("10.240.0.88", duration=300)
+    dataplane.unban(ipaddress.ip_address("10.240.0.88"))   # e.g. the maps were detached
+    Guard(settings, dataplane)
+    assert [str(b.target) for b in dataplane.bans()] == ["10.240.0.88"]
+
+
+def test_corrupt_state_file_is_set_aside_and_the_guard_starts(dataplane, settings_for, tmp_path):
+    (tmp_path / "state.msgpack").write_bytes(b"\xc1 definitely not msgpack")
+    guard = Guard(settings_for(), dataplane)
+    assert guard.state.bans == {}
+    assert any(p.name.startswith("state.msgpack.corrupt-") for p in tmp_path.iterdir())
+
+
+def test_whitelist_reaches_the_kernel_allowlist_and_refuses_hand_bans(dataplane, settings_for):
+    guard = Guard(settings_for(whitelist="10.240.0.0/28 fd00:240::66"), dataplane)
+    assert set(map(str, dataplane.allowed())) == {"10.240.0.0/28", "fd00:240::66/128"}
+    with pytest.raises(GuardError, match="whitelisted"):
+        guard.ban("10.240.0.5")
+    assert guard.handle_responses(forbidden(ipaddress.ip_address("10.240.0.5"), 5)) == []
+    guard.reload(settings_for())
+    assert dataplane.allowed() == []
+
+
+def test_unban_all_and_bad_targets(dataplane, settings_for):
+    guard = Guard(settings_for(), dataplane)
+    guard.ban("10.240.0.90")
+    guard.ban("fd00:240::90", duration=0)
+    assert guard.unban_all() == 2 and dataplane.bans() == []
+    assert guard.unban("10.240.0.90") is False
+    with pytest.raises(GuardError, match="not an IP address"):
+        guard.ban("example.com")
+    with pytest.raises(GuardError, match="0 \\(permanent\\)"):
+        guard.ban("10.240.0.91", duration=-5)
+
+
+def test_a_full_table_refuses_and_counts(dataplane, settings_for):
+    guard = Guard(settings_for(), dataplane)
+    for i in range(64):
+        guard.ban(f"10.241.0.{i}")
+    with pytest.raises(GuardError, match="full"):
+        guard.ban("10.241.1.1")
+    assert guard.counts["bans_refused"] == 1
+    guard.unban_all()
