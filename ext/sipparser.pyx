@@ -5,6 +5,7 @@ Same API and same results as ``fastban.sip_pure``, which documents the accepted 
 module scans the message with a C pointer and creates bytes objects only for returned fields.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from libc.stdint cimport uint64_t
 from libc.string cimport memcmp, memcpy
@@ -66,6 +67,8 @@ cdef enum:
     H_PROXYAUTHZ = 12
 
 
+@cython.no_gc  # only bytes and C fields: no reference cycles possible
+@cython.freelist(64)
 cdef class SipMessage:
     """One parsed SIP message (read-only); ``as_dict()`` gives every field."""
 
