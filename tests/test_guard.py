@@ -7,7 +7,7 @@ import pytest
 from fastban import netns, state
 from fastban.config import load_settings
 from fastban.guard import FOUND_IN_MAP, Guard, GuardError
-from tests.traces import sip_response
+from traces import sip_response
 
 ATTACKER = ipaddress.ip_address("10.240.0.66")
 ATTACKER6 = ipaddress.ip_address("fd00:240::66")
