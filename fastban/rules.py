@@ -49,7 +49,8 @@ Bounded state (caps)
       At the cap the oldest record is evicted and
       ``stats["challenges_evicted"]`` is incremented; an evicted record that
       was an open challenge counts as an unanswered challenge (a failure for
-      its peer) right away, so flooding the table cannot hide a scanner.
+      its peer) right away, so flooding the table cannot hide a scanner (a ban
+      decided that way is returned by the next ``expire()``).
     * A source's history never holds more than ``maxretry`` failures (it is
       banned and reset at ``maxretry``); the ban-reset markers are bounded
       by ``max_sources`` too.
@@ -182,6 +183,8 @@ class FailureRules:
         # Call-ID records of that source numbered up to it are stale
         self._reset_at: OrderedDict[object, int] = OrderedDict()
         self._seq = 0
+        self._open = 0       # open challenges among _calls
+        self._pending = []   # ban decisions caused by evictions, returned by expire()
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
 
     # -- helpers -----------------------------------------------------------
@@ -231,17 +234,31 @@ class FailureRules:
         if not same:
             self.stats["via_received_mismatch"] += 1
 
-    def _store_call(self, key, call: _Call):
+    def _store_call(self, key, call: _Call) -> None:
         calls = self._calls
+        previous = calls.get(key)
+        if previous is not None and previous.open:
+            self._open -= 1
+        if call.open:
+            self._open += 1
         calls[key] = call
         calls.move_to_end(key)
         if len(calls) > self.settings.max_open_challenges:
             _, old = calls.popitem(last=False)
             self.stats["challenges_evicted"] += 1
-            if old.open and not self._stale(old):
-                kind = KIND_UNANSWERED_407 if old.status == 407 else KIND_UNANSWERED_401
-                return self._fail(call.at, old.peer, kind, "failures_unanswered_challenge")
-        return None
+            if old.open:
+                self._open -= 1
+                if not self._stale(old):
+                    kind = KIND_UNANSWERED_407 if old.status == 407 else KIND_UNANSWERED_401
+                    decision = self._fail(call.at, old.peer, kind, "failures_unanswered_challenge")
+                    if decision is not None:
+                        self._pending.append(decision)
+
+    def _drop_call(self, key) -> _Call | None:
+        call = self._calls.pop(key, None)
+        if call is not None and call.open:
+            self._open -= 1
+        return call
 
     def _fail(self, now: float, peer, kind: str, stat: str) -> BanDecision | None:
         self.stats["failures"] += 1
@@ -309,41 +326,39 @@ class FailureRules:
 
         if status == 401 or status == 407:
             stats["challenges"] += 1
-            evicted = self._store_call(key, self._new_call(peer, branch, status, now, True))
-            decision = None
-            if was_open:
-                kind = KIND_REPEATED_407 if status == 407 else KIND_REPEATED_401
-                decision = self._fail(now, peer, kind, "failures_repeated_challenge")
-                if decision is not None:
-                    calls.pop(key, None)
-            return decision or evicted
+            self._store_call(key, self._new_call(peer, branch, status, now, True))
+            if not was_open:
+                return None
+            kind = KIND_REPEATED_407 if status == 407 else KIND_REPEATED_401
+            decision = self._fail(now, peer, kind, "failures_repeated_challenge")
+            if decision is not None:
+                self._drop_call(key)
+            return decision
 
         if status == 403:
-            evicted = self._store_call(key, self._new_call(peer, branch, status, now, False))
-            return self._fail(now, peer, KIND_403, "failures_403") or evicted
+            self._store_call(key, self._new_call(peer, branch, status, now, False))
+            return self._fail(now, peer, KIND_403, "failures_403")
 
         if status == 404 and self._count_404 and message.cseq_method == b"REGISTER":
-            evicted = self._store_call(key, self._new_call(peer, branch, status, now, False))
-            return self._fail(now, peer, KIND_REGISTER_404, "failures_register_404") or evicted
+            self._store_call(key, self._new_call(peer, branch, status, now, False))
+            return self._fail(now, peer, KIND_REGISTER_404, "failures_register_404")
 
         # any other final answer closes the Call-ID
-        if call is not None:
-            del calls[key]
-            if was_open:
-                stats["cleared"] += 1
+        if self._drop_call(key) is not None and was_open:
+            stats["cleared"] += 1
         return None
 
     def expire(self, now: float) -> list[BanDecision]:
         """Unanswered challenges older than the grace become failures;
         closed records older than the grace are dropped."""
-        decisions = []
+        decisions, self._pending = self._pending, []
         calls = self._calls
         limit = now - self._grace
         while calls:
             key, call = next(iter(calls.items()))
             if call.at > limit:
                 break
-            del calls[key]
+            self._drop_call(key)
             if call.open and not self._stale(call):
                 kind = KIND_UNANSWERED_407 if call.status == 407 else KIND_UNANSWERED_401
                 decision = self._fail(
@@ -355,6 +370,8 @@ class FailureRules:
 
     def next_expiry(self) -> float | None:
         """When the oldest Call-ID record passes the grace (call expire() then)."""
+        if self._pending:
+            return float("-inf")  # decisions are waiting: call expire() now
         for call in self._calls.values():
             return call.at + self._grace
         return None
@@ -372,7 +389,7 @@ class FailureRules:
 
     @property
     def open_challenges(self) -> int:
-        return sum(1 for c in self._calls.values() if c.open)
+        return self._open
 
     @property
     def tracked_calls(self) -> int:

@@ -13,8 +13,11 @@ from fastban.cli import main
 from fastban.config import load_settings
 from fastban.replay import decode, replay
 
-from traces import (SERVER, SERVER6, T0, Trace, extension_scan, guess_401, guess_403,
-                    nat_phones, random_addresses, retransmitted_401, wrong_password_phone)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tests/ may be a package
+
+from traces import (  # noqa: E402
+    SERVER, SERVER6, T0, Trace, extension_scan, guess_401, guess_403, nat_phones,
+    random_addresses, retransmitted_401, wrong_password_phone)
 
 ATTACKER = "203.0.113.9"
 ATTACKER6 = "2001:db8:bad::9"

@@ -269,11 +269,29 @@ def test_eviction_counts_unanswered_so_flood_cannot_hide_a_scanner():
     r = rules(maxretry=10, max_open_challenges=100)
     decisions = []
     for i in range(1000):  # one scanner, random Call-IDs, far faster than the grace
-        d = r.observe(i * 0.001, A, resp(401, b"rnd-%d" % i, b"b"))
-        if d:
-            decisions.append(d)
+        assert r.observe(i * 0.001, A, resp(401, b"rnd-%d" % i, b"b")) is None
+        if r.next_expiry() <= i * 0.001:  # a decision is waiting
+            decisions += r.expire(i * 0.001)
     assert decisions and decisions[0].failures == 10
+    assert "10×unanswered 401" in decisions[0].reason
     assert r.tracked_calls <= 100
+
+
+def test_open_challenge_count_stays_exact():
+    rnd = random.Random(5)
+    r = rules(maxretry=5, max_open_challenges=50)
+    peers = [ipaddress.ip_address(f"192.0.2.{i}") for i in range(1, 6)]
+    for i in range(5000):
+        now = i * 0.05
+        status = rnd.choice((401, 401, 407, 403, 200, 486, 100, 404))
+        r.observe(now, rnd.choice(peers), resp(status, b"c%d" % rnd.randrange(80),
+                                               b"b%d" % rnd.randrange(3)))
+        if i % 7 == 0:
+            r.expire(now)
+        if i % 500 == 0:
+            r.forget(rnd.choice(peers))
+        assert r.open_challenges == sum(1 for c in r._calls.values() if c.open)
+        assert r.tracked_calls <= 50
 
 
 def test_settings_validation():
