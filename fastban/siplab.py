@@ -70,6 +70,8 @@ REALM = "fastban.lab"
 
 _REQ_LINE = re.compile(r"FBLAB REQ src=(\S+) sport=(\d+) proto=(\S+) method=(\S+) callid=(\S*)")
 _REP_LINE = re.compile(r"FBLAB REP (\d{3}) dst=(\S+)")
+_RCV_LINE = re.compile(r"FBLAB RCV src=(\S+) sport=(\d+) proto=(\d+) len=\d+ first=(\S*)")
+_PROTOS = {"1": "udp", "2": "tcp", "3": "tls", "4": "sctp", "5": "ws", "6": "wss"}
 
 
 class SipLabError(RuntimeError):
@@ -81,6 +83,19 @@ def attacker_addresses(index: int) -> tuple[str, str]:
     if not 0 <= index < MAX_ATTACKERS:
         raise SipLabError(f"attacker index {index} outside 0..{MAX_ATTACKERS - 1}")
     return f"203.0.113.{10 + index}", f"2001:db8:113::{10 + index:x}"
+
+
+@dataclass(frozen=True)
+class ServerMessage:
+    """One SIP message as Kamailio logged it on arrival, before any processing."""
+    source: str          # normalised address (ipaddress)
+    port: int
+    proto: str           # "udp" / "tcp"
+    first: str           # the first word: the method of a request, "SIP/2.0" for a response
+
+    @property
+    def is_request(self) -> bool:
+        return not self.first.startswith("SIP/")
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,13 @@ class ClientRun:
         """Requests put on the wire, retransmissions included."""
         return sum(c.messages + c.retrans for c in self.counts if c.kind == "send")
 
+    def requests_by_method(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.counts:
+            if c.kind == "send":
+                out[c.name] = out.get(c.name, 0) + c.messages + c.retrans
+        return out
+
     def responses(self) -> dict[int, int]:
         """Expected responses received, by status code."""
         out: dict[int, int] = {}
@@ -149,10 +171,15 @@ class RegisterResult:
 @dataclass
 class AttackResult:
     """An attacker's run: it sent requests_sent requests, all with one Call-ID."""
-    requests_sent: int
-    responses: dict[int, int]     # 401 / 403 / 200 received
+    requests_sent: int            # every request, ACKs included (INVITE attacker)
+    responses: dict[int, int]     # 401 / 407 / 403 / 200 / 486 received
     timeouts: int                 # requests left without an answer
     run: ClientRun
+
+    @property
+    def by_method(self) -> dict[str, int]:
+        """Requests sent by method, e.g. {"INVITE": 11, "ACK": 11}."""
+        return self.run.requests_by_method()
 
 
 class _SippProcess:
@@ -335,6 +362,11 @@ class SipLab:
         self._clients: list[_SippProcess] = []
         self._attackers: list[netns.Namespace] = []
         self._run_counter = 0
+        self._log_offset = 0
+        self._requests: list[ServerRequest] = []
+        self._messages: list[ServerMessage] = []
+        self._requests_by_source: dict[str, int] = {}
+        self._replies_by_dest: dict[str, dict[int, int]] = {}
 
     # ----------------------------------------------------------------- life cycle
 
@@ -532,27 +564,68 @@ class SipLab:
         except (AttributeError, FileNotFoundError):
             return ""
 
+    def _scan_log(self) -> None:
+        """Reads the log lines added since the last scan (whole lines only) into the tallies."""
+        try:
+            with open(self.server_log, "rb") as f:
+                f.seek(self._log_offset)
+                chunk = f.read()
+        except (AttributeError, FileNotFoundError):
+            return
+        end = chunk.rfind(b"\n") + 1
+        self._log_offset += end
+        for line in chunk[:end].decode(errors="replace").splitlines():
+            m = _RCV_LINE.search(line)
+            if m:
+                message = ServerMessage(_normal(m.group(1)), int(m.group(2)),
+                                        _PROTOS.get(m.group(3), m.group(3)), m.group(4))
+                self._messages.append(message)
+                if message.is_request:
+                    self._requests_by_source[message.source] = (
+                        self._requests_by_source.get(message.source, 0) + 1)
+                continue
+            m = _REQ_LINE.search(line)
+            if m:
+                request = ServerRequest(_normal(m.group(1)), int(m.group(2)), m.group(3),
+                                        m.group(4), m.group(5))
+                self._requests.append(request)
+                continue
+            m = _REP_LINE.search(line)
+            if m:
+                replies = self._replies_by_dest.setdefault(_normal(m.group(2)), {})
+                replies[int(m.group(1))] = replies.get(int(m.group(1)), 0) + 1
+
+    def server_messages(self) -> list[ServerMessage]:
+        """Every SIP message Kamailio received from the network so far, in order."""
+        self._scan_log()
+        return list(self._messages)
+
     def server_requests(self) -> list[ServerRequest]:
-        """Every request Kamailio received, in order."""
-        return [ServerRequest(_normal(m.group(1)), int(m.group(2)), m.group(3), m.group(4),
-                              m.group(5))
-                for m in _REQ_LINE.finditer(self.server_log_text())]
+        """Every request that reached Kamailio's request_route so far, in order, with its
+        Call-ID. (ACKs of the server's own replies are absorbed before: they are counted by
+        server_requests_from but not listed here.)"""
+        self._scan_log()
+        return list(self._requests)
 
     def server_requests_from(self, address: str, method: str | None = None) -> int:
-        """How many requests from `address` reached Kamailio (optionally of one method)."""
+        """How many SIP requests from `address` Kamailio received (optionally of one method):
+        every one the network delivered, ACKs included."""
+        self._scan_log()
         wanted = _normal(address)
-        return sum(1 for r in self.server_requests()
-                   if r.source == wanted and (method is None or r.method == method))
+        if method is None:
+            return self._requests_by_source.get(wanted, 0)
+        return sum(1 for m in self._messages
+                   if m.source == wanted and m.is_request and m.first == method)
+
+    def server_request_counts(self) -> dict[str, int]:
+        """Requests received so far, by source address."""
+        self._scan_log()
+        return dict(self._requests_by_source)
 
     def server_replies_to(self, address: str) -> dict[int, int]:
-        """The replies Kamailio's script sent to `address`, by status code."""
-        wanted = _normal(address)
-        out: dict[int, int] = {}
-        for m in _REP_LINE.finditer(self.server_log_text()):
-            if _normal(m.group(2)) == wanted:
-                code = int(m.group(1))
-                out[code] = out.get(code, 0) + 1
-        return out
+        """The replies Kamailio's script sent to `address` so far, by status code."""
+        self._scan_log()
+        return dict(self._replies_by_dest.get(_normal(address), {}))
 
     # ----------------------------------------------------------------- a stand-in ban
 
@@ -615,11 +688,18 @@ class SipLab:
 
     def start_attacker(self, guesses: int = 10, rate: float = 20.0, transport: str = "udp",
                        family: int = 4, index: int = 0, user: str = PHONE_USER,
-                       password: str = "wrong-guess", response_timeout: float = 0.2
-                       ) -> AttackerHandle:
-        """Starts attacker `index` guessing `user`'s password: guesses + 1 REGISTERs with one
-        Call-ID, about `rate` per second (a turn whose answer never comes waits at most
-        response_timeout). Returns a handle to wait() for or stop()."""
+                       password: str = "wrong-guess", response_timeout: float = 0.2,
+                       method: str = "REGISTER") -> AttackerHandle:
+        """Starts attacker `index` guessing `user`'s password with one Call-ID throughout.
+
+        REGISTER (default): guesses + 1 REGISTERs (the first fetches a challenge), each answered
+        by 401 (or 403 in 403 mode). INVITE: guesses + 1 INVITEs answered by 407 (or 403), each
+        answer ACKed. At most `rate` turns per second (sipp pauses 1/rate s between turns; a
+        turn whose answer never comes waits response_timeout more), so a banned attacker keeps
+        sending. Returns a handle to wait() for or stop()."""
+        scenarios = {"REGISTER": "attacker_guess.xml", "INVITE": "attacker_invite.xml"}
+        if method not in scenarios:
+            raise SipLabError("method must be REGISTER or INVITE")
         if not 1 <= guesses <= 1000000:
             raise SipLabError("guesses must be 1..1000000")
         if rate <= 0:
@@ -629,7 +709,7 @@ class SipLab:
         address = self.attacker_address(index, family)
         pause_ms = max(0, int(1000 / rate))
         bound = guesses * (pause_ms / 1000 + response_timeout) + response_timeout + 10
-        sipp = self._sipp(self._attackers[index], "attacker_guess.xml", address, family,
+        sipp = self._sipp(self._attackers[index], scenarios[method], address, family,
                           transport,
                           ["-s", user, "-au", user, "-ap", password,
                            "-set", "guesses", str(guesses), "-d", str(pause_ms),

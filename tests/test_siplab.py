@@ -130,6 +130,26 @@ def test_attacker_gets_403_in_403_mode(lab403):
     assert lab403.register_phone(count=1, interval=0.05).successes == 1
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_invite_attacker_gets_407_and_acks_are_counted(lab, transport):
+    address = lab.attacker_address(1)
+    before = lab.server_requests_from(address)
+    before_acks = lab.server_requests_from(address, method="ACK")
+    result = lab.start_attacker(guesses=8, rate=200, index=1, method="INVITE",
+                                transport=transport).wait()
+    assert result.by_method == {"INVITE": 9, "ACK": 9}
+    assert result.responses.get(407) == 9
+    assert result.responses.get(486, 0) == 0 and result.responses.get(200, 0) == 0
+    assert lab.server_requests_from(address) - before == 18
+    assert lab.server_requests_from(address, method="ACK") - before_acks == 9
+
+
+def test_invite_attacker_gets_403_in_403_mode(lab403):
+    result = lab403.start_attacker(guesses=4, rate=200, method="INVITE").wait()
+    assert result.responses.get(407) == 1 and result.responses.get(403) == 4
+    assert result.requests_sent == 10
+
+
 def test_counts_per_source_with_everyone_at_once(lab):
     sources = [lab.phone_address, lab.attacker_address(0), lab.attacker_address(1)]
     before = {a: lab.server_requests_from(a) for a in sources}
