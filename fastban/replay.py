@@ -13,9 +13,10 @@ Uses the same settings as the live guard.  What it does, packet by packet:
 * Only packets whose SOURCE port is one of ``sip_ports`` are taken: they are
   what the server sends, like the live guard's egress capture.  Requests in
   the other direction are ignored, so a capture of both directions is fine.
-* TCP: the payload of each segment is parsed as one SIP message (no stream
-  reassembly; a message split over segments or several messages in one
-  segment are reported as malformed / partly seen).
+* TCP: each segment is parsed on its own, no stream reassembly: several
+  messages in one segment are split by their Content-Length; a message split
+  over segments is counted as malformed (servers normally write a response
+  in one segment).
 * The peer (the offender) is the packet's destination address.
 * Time is the packet timestamps.  Unanswered challenges are expired exactly
   when their grace ends (``FailureRules.next_expiry``); at the end of the
@@ -147,6 +148,23 @@ def decode(linktype: int, frame: bytes):
     return None
 
 
+def tcp_messages(payload: bytes):
+    """The SIP messages of one TCP segment (split by Content-Length); None for junk."""
+    while payload:
+        payload = payload.lstrip(b"\r\n")  # keep-alives between messages
+        if not payload:
+            return
+        end = payload.find(b"\r\n\r\n")
+        if end < 0:
+            yield None  # cut: the rest is in the next segment
+            return
+        msg = sip_parse(payload)
+        yield msg
+        if msg is None:
+            return
+        payload = payload[end + 4 + max(msg.content_length, 0):]
+
+
 @dataclass
 class ReplayBan:
     address: str
@@ -203,9 +221,11 @@ class ReplayResult:
             "last_packet": iso(self.last_timestamp) if self.last_timestamp is not None else None,
         }
 
+    settings: dict = field(default_factory=dict)
+
     def as_dict(self) -> dict:
         return {"bans": [b.as_dict() for b in self.bans], "summary": self.summary(),
-                "rules": dict(self.rules)}
+                "rules": dict(self.rules), "settings": dict(self.settings)}
 
 
 def iso(ts: float) -> str:
@@ -263,7 +283,11 @@ def replay(path, settings: Settings | None = None, *, final_expire: bool = True,
     settings = settings or Settings()
     rules = FailureRules(settings.rule_settings())
     sip_ports = frozenset(settings.sip_ports)
-    result = ReplayResult(capture=str(path))
+    result = ReplayResult(capture=str(path), settings={
+        "maxretry": settings.maxretry, "findtime": settings.findtime,
+        "bantime": settings.bantime, "challenge_grace": settings.challenge_grace,
+        "sip_ports": list(settings.sip_ports),
+        "whitelist": [str(n) for n in settings.ignored_networks]})
     banned: dict = {}          # source key -> ban end time
     ban_counts: dict = {}      # source key -> bans so far (escalation)
     ip = ipaddress.ip_address
@@ -317,26 +341,28 @@ def replay(path, settings: Settings | None = None, *, final_expire: bool = True,
                 continue  # keep-alives
             result.from_server += 1
             expire_until(now)
-            msg = sip_parse(payload)
-            if msg is None:
-                result.malformed += 1
-                continue
-            if not msg.is_response:
-                result.sip_requests += 1
-                continue
-            result.sip_responses += 1
-            peer = ip(dst)
-            if banned:
-                key = rules.source_key(peer)
-                until = banned.get(key)
-                if until is not None:
-                    if now < until:
-                        result.skipped_banned += 1
-                        continue
-                    del banned[key]
-            decision = rules.observe(now, peer, msg)
-            if decision is not None:
-                record(decision)
+            peer = None
+            for msg in (tcp_messages(payload) if proto == 6 else (sip_parse(payload),)):
+                if msg is None:
+                    result.malformed += 1
+                    continue
+                if not msg.is_response:
+                    result.sip_requests += 1
+                    continue
+                result.sip_responses += 1
+                if peer is None:
+                    peer = ip(dst)
+                if banned:
+                    key = rules.source_key(peer)
+                    until = banned.get(key)
+                    if until is not None:
+                        if now < until:
+                            result.skipped_banned += 1
+                            continue
+                        del banned[key]
+                decision = rules.observe(now, peer, msg)
+                if decision is not None:
+                    record(decision)
     finally:
         reader.close()
     if now is not None:

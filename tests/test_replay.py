@@ -281,3 +281,17 @@ def test_python_m_fastban_subprocess(tmp_path):
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.splitlines()) == 1
+
+
+def test_tcp_segment_with_several_messages(tmp_path):
+    from traces import sip_response
+    trace = Trace(transport="tcp")
+    for i in range(5):  # each segment: a 401 then a 403 of the next transaction
+        both = b"".join(sip_response(s, call_id=f"tcp{i}", branch=f"z9hG4bK{i}{s}",
+                                     via_host=ATTACKER, transport="TCP") for s in (401, 403))
+        trace.add(T0 + i, SERVER, ATTACKER, 5060, 40000, both)
+    trace.add(T0 + 9, SERVER, ATTACKER, 5060, 40000, b"SIP/2.0 200 OK\r\nCall-ID: cut")  # cut
+    result = run(trace.write(tmp_path / "tcp.pcap"), maxretry=5)
+    assert result.sip_responses == 10 and result.malformed == 1
+    [ban] = result.bans
+    assert ban.failures == 5 and "5×403" in ban.reason
