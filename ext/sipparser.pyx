@@ -8,7 +8,7 @@ module scans the message with a C pointer and creates bytes objects only for ret
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from libc.stdint cimport uint64_t
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, memset
 
 __all__ = ["MAX_SIZE", "SipMessage", "parse", "parse_batch"]
 
@@ -33,6 +33,8 @@ cdef unsigned char _BADC[256]    # control bytes (all but HT), including CR and 
 # A folded header value is rebuilt here; the GIL is held for the whole parse, the value is
 # consumed before the next header, and a message is at most _MAX_SIZE bytes.
 cdef unsigned char _scratch[65536]
+cdef Py_ssize_t _scratch_used = 0   # bytes of _scratch holding this message's unfolded values
+cdef cptr _base = NULL              # the packet being parsed
 
 
 cdef void _init_tables() noexcept:
@@ -67,95 +69,141 @@ cdef enum:
     H_PROXYAUTHZ = 12
 
 
+cdef enum:
+    F_REASON = 0
+    F_METHOD = 1
+    F_REQUEST_URI = 2
+    F_CALL_ID = 3
+    F_CSEQ_METHOD = 4
+    F_VIA_TRANSPORT = 5
+    F_VIA_HOST = 6
+    F_VIA_BRANCH = 7
+    F_VIA_RECEIVED = 8
+    F_FROM_USER = 9
+    F_FROM_TAG = 10
+    F_TO_USER = 11
+    F_TO_TAG = 12
+    F_USER_AGENT = 13
+    F_SERVER = 14
+    N_LAZY = 15
+
+
 @cython.no_gc  # only bytes and C fields: no reference cycles possible
 @cython.freelist(64)
 cdef class SipMessage:
-    """One parsed SIP message (read-only); ``as_dict()`` gives every field."""
+    """One parsed SIP message (read-only); ``as_dict()`` gives every field.
+
+    The bytes fields are kept as (offset, length) into the packet (or, for folded header
+    values, into one buffer of unfolded values) and made into bytes when read.
+    """
 
     cdef readonly bint is_response
     cdef readonly int status
-    cdef readonly bytes reason
-    cdef readonly bytes method
-    cdef readonly bytes request_uri
-    cdef readonly bytes call_id
     cdef readonly long cseq
-    cdef readonly bytes cseq_method
     cdef readonly int via_count
-    cdef readonly bytes via_transport
-    cdef readonly bytes via_host
     cdef readonly int via_port
-    cdef readonly bytes via_branch
-    cdef readonly bytes via_received
     cdef readonly int via_rport
-    cdef readonly bytes from_user
-    cdef readonly bytes from_tag
-    cdef readonly bytes to_user
-    cdef readonly bytes to_tag
-    cdef readonly bytes user_agent
-    cdef readonly bytes server
     cdef readonly long content_length
     cdef readonly bint has_www_authenticate
     cdef readonly bint has_proxy_authenticate
     cdef readonly bint has_authorization
     cdef readonly bint has_proxy_authorization
+    cdef bytes _data                 # the packet
+    cdef bytes _alt                  # unfolded header values, or None
+    cdef unsigned int _altmask       # bit f set: field f is in _alt
+    cdef Py_ssize_t _off[N_LAZY]
+    cdef Py_ssize_t _len[N_LAZY]
 
     def __cinit__(self):
-        self.is_response = False
-        self.status = 0
-        self.reason = _EMPTY
-        self.method = _EMPTY
-        self.request_uri = _EMPTY
-        self.call_id = _EMPTY
+        memset(self._len, 0, sizeof(self._len))
         self.cseq = -1
-        self.cseq_method = _EMPTY
-        self.via_count = 0
-        self.via_transport = _EMPTY
-        self.via_host = _EMPTY
-        self.via_port = 0
-        self.via_branch = _EMPTY
-        self.via_received = _EMPTY
         self.via_rport = -1
-        self.from_user = _EMPTY
-        self.from_tag = _EMPTY
-        self.to_user = _EMPTY
-        self.to_tag = _EMPTY
-        self.user_agent = _EMPTY
-        self.server = _EMPTY
         self.content_length = -1
-        self.has_www_authenticate = False
-        self.has_proxy_authenticate = False
-        self.has_authorization = False
-        self.has_proxy_authorization = False
+
+    cdef inline void _set(self, int f, cptr p, Py_ssize_t n) noexcept:
+        """Field f is p[:n]; p points into the packet (_base) or into _scratch."""
+        if n <= 0:
+            self._len[f] = 0
+            return
+        if p >= _scratch and p < _scratch + sizeof(_scratch):
+            self._off[f] = p - _scratch
+            self._altmask |= (<unsigned int>1 << f)
+        else:
+            self._off[f] = p - _base
+            self._altmask &= ~(<unsigned int>1 << f)
+        self._len[f] = n
+
+    cdef inline bytes _get(self, int f):
+        if self._len[f] == 0:
+            return _EMPTY
+        cdef bytes src = self._alt if (self._altmask >> f) & 1 else self._data
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(src) + self._off[f], self._len[f])
+
+    @property
+    def reason(self):
+        return self._get(F_REASON)
+
+    @property
+    def method(self):
+        return self._get(F_METHOD)
+
+    @property
+    def request_uri(self):
+        return self._get(F_REQUEST_URI)
+
+    @property
+    def call_id(self):
+        return self._get(F_CALL_ID)
+
+    @property
+    def cseq_method(self):
+        return self._get(F_CSEQ_METHOD)
+
+    @property
+    def via_transport(self):
+        return self._get(F_VIA_TRANSPORT)
+
+    @property
+    def via_host(self):
+        return self._get(F_VIA_HOST)
+
+    @property
+    def via_branch(self):
+        return self._get(F_VIA_BRANCH)
+
+    @property
+    def via_received(self):
+        return self._get(F_VIA_RECEIVED)
+
+    @property
+    def from_user(self):
+        return self._get(F_FROM_USER)
+
+    @property
+    def from_tag(self):
+        return self._get(F_FROM_TAG)
+
+    @property
+    def to_user(self):
+        return self._get(F_TO_USER)
+
+    @property
+    def to_tag(self):
+        return self._get(F_TO_TAG)
+
+    @property
+    def user_agent(self):
+        return self._get(F_USER_AGENT)
+
+    @property
+    def server(self):
+        return self._get(F_SERVER)
 
     def as_dict(self):
-        return {
-            "is_response": self.is_response,
-            "status": self.status,
-            "reason": self.reason,
-            "method": self.method,
-            "request_uri": self.request_uri,
-            "call_id": self.call_id,
-            "cseq": self.cseq,
-            "cseq_method": self.cseq_method,
-            "via_count": self.via_count,
-            "via_transport": self.via_transport,
-            "via_host": self.via_host,
-            "via_port": self.via_port,
-            "via_branch": self.via_branch,
-            "via_received": self.via_received,
-            "via_rport": self.via_rport,
-            "from_user": self.from_user,
-            "from_tag": self.from_tag,
-            "to_user": self.to_user,
-            "to_tag": self.to_tag,
-            "user_agent": self.user_agent,
-            "server": self.server,
-            "content_length": self.content_length,
-            "has_www_authenticate": self.has_www_authenticate,
-            "has_proxy_authenticate": self.has_proxy_authenticate,
-            "has_authorization": self.has_authorization,
-            "has_proxy_authorization": self.has_proxy_authorization,
-        }
+        return {name: getattr(self, name) for name in FIELDS}
+
+    def __reduce__(self):
+        return parse, (self._data,)
 
     def __repr__(self):
         if self.is_response:
@@ -171,12 +219,6 @@ cdef inline bint _isws(unsigned char c) noexcept:
 
 cdef inline bint _isdigit(unsigned char c) noexcept:
     return 48 <= c <= 57
-
-
-cdef inline bytes _b(cptr p, Py_ssize_t n):
-    if n <= 0:
-        return _EMPTY
-    return PyBytes_FromStringAndSize(<const char*>p, n)
 
 
 cdef inline long _number(cptr p, Py_ssize_t n) noexcept:
@@ -277,14 +319,14 @@ cdef int _parse_params_via(SipMessage m, cptr v, Py_ssize_t i, Py_ssize_t n) exc
         if ne - ns == 6 and _ieq(v + ns, b"branch", 6):
             if not seen_branch:
                 seen_branch = True
-                m.via_branch = _b(v + vs, ve - vs)
+                m._set(F_VIA_BRANCH, v + vs, ve - vs)
         elif ne - ns == 8 and _ieq(v + ns, b"received", 8):
             if not seen_received:
                 seen_received = True
                 if ve - vs >= 2 and v[vs] == 91 and v[ve - 1] == 93:
                     vs += 1
                     ve -= 1
-                m.via_received = _b(v + vs, ve - vs)
+                m._set(F_VIA_RECEIVED, v + vs, ve - vs)
         elif ne - ns == 5 and _ieq(v + ns, b"rport", 5):
             if not seen_rport:
                 seen_rport = True
@@ -347,8 +389,8 @@ cdef int _parse_top_via(SipMessage m, cptr v, Py_ssize_t n) except -1:
             i += 1
     if i < n and v[i] != 59:
         return 0
-    m.via_transport = _b(v + ts, te - ts)
-    m.via_host = _b(v + hs, he - hs)
+    m._set(F_VIA_TRANSPORT, v + ts, te - ts)
+    m._set(F_VIA_HOST, v + hs, he - hs)
     m.via_port = port
     if i < n:
         _parse_params_via(m, v, i + 1, n)
@@ -403,9 +445,9 @@ cdef int _parse_addr(SipMessage m, cptr v, Py_ssize_t n, bint is_to) except -1:
             if e < 0:
                 e = at
             if is_to:
-                m.to_user = _b(v + colon + 1, e - colon - 1)
+                m._set(F_TO_USER, v + colon + 1, e - colon - 1)
             else:
-                m.from_user = _b(v + colon + 1, e - colon - 1)
+                m._set(F_FROM_USER, v + colon + 1, e - colon - 1)
     # tag: the parameters after the first ';'
     i = _find(v, ps, pe, 59)
     if i < 0:
@@ -434,9 +476,9 @@ cdef int _parse_addr(SipMessage m, cptr v, Py_ssize_t n, bint is_to) except -1:
                 while ve > vs and _isws(v[ve - 1]):
                     ve -= 1
                 if is_to:
-                    m.to_tag = _b(v + vs, ve - vs)
+                    m._set(F_TO_TAG, v + vs, ve - vs)
                 else:
-                    m.from_tag = _b(v + vs, ve - vs)
+                    m._set(F_FROM_TAG, v + vs, ve - vs)
             return 0
         if i >= pe:
             return 0
@@ -524,7 +566,7 @@ cdef int _header(SipMessage m, int hid, cptr v, Py_ssize_t n, unsigned int* seen
         return 0
     seen[0] |= (<unsigned int>1 << hid)
     if hid == H_CALLID:
-        m.call_id = _b(v, n)
+        m._set(F_CALL_ID, v, n)
     elif hid == H_CSEQ:
         i = 0
         while i < n and not _isws(v[i]):
@@ -536,22 +578,22 @@ cdef int _header(SipMessage m, int hid, cptr v, Py_ssize_t n, unsigned int* seen
             s = i
             while i < n and not _isws(v[i]):
                 i += 1
-            m.cseq_method = _b(v + s, i - s)
+            m._set(F_CSEQ_METHOD, v + s, i - s)
     elif hid == H_FROM:
         _parse_addr(m, v, n, False)
     elif hid == H_TO:
         _parse_addr(m, v, n, True)
     elif hid == H_UA:
-        m.user_agent = _b(v, n)
+        m._set(F_USER_AGENT, v, n)
     elif hid == H_SERVER:
-        m.server = _b(v, n)
+        m._set(F_SERVER, v, n)
     elif hid == H_CLEN:
         m.content_length = _number(v, n)
     return 0
 
 
-cdef Py_ssize_t _unfold(cptr p, Py_ssize_t s, Py_ssize_t end) noexcept:
-    """Join the stripped non-empty pieces of the lines in p[s:end] with one space into _scratch."""
+cdef Py_ssize_t _unfold(cptr p, Py_ssize_t s, Py_ssize_t end, unsigned char* dst) noexcept:
+    """Join the stripped non-empty pieces of the lines in p[s:end] with one space into dst."""
     cdef Py_ssize_t out = 0, nl, e, ps, pe
     while True:
         nl = _find(p, s, end, 10)
@@ -566,9 +608,9 @@ cdef Py_ssize_t _unfold(cptr p, Py_ssize_t s, Py_ssize_t end) noexcept:
             pe -= 1
         if pe > ps:
             if out > 0:
-                _scratch[out] = 32
+                dst[out] = 32
                 out += 1
-            memcpy(&_scratch[out], p + ps, pe - ps)
+            memcpy(dst + out, p + ps, pe - ps)
             out += pe - ps
         if nl < 0:
             return out
@@ -577,6 +619,7 @@ cdef Py_ssize_t _unfold(cptr p, Py_ssize_t s, Py_ssize_t end) noexcept:
 
 cdef int _parse(SipMessage m, cptr p, Py_ssize_t n) except -2:
     """0 when p[:n] is SIP (fields filled in), -1 when it is not."""
+    global _scratch_used
     cdef Py_ssize_t pos = 0, le, nxt = 0, ls, colon, ne, vs, ve, sp1, sp2, i, rs, re_
     cdef unsigned int seen = 0
     cdef int hid
@@ -597,7 +640,7 @@ cdef int _parse(SipMessage m, cptr p, Py_ssize_t n) except -2:
             rs += 1
         while re_ > rs and _isws(p[re_ - 1]):
             re_ -= 1
-        m.reason = _b(p + rs, re_ - rs)
+        m._set(F_REASON, p + rs, re_ - rs)
     else:
         sp1 = _find(p, 0, le, 32)
         if sp1 <= 0:
@@ -612,8 +655,8 @@ cdef int _parse(SipMessage m, cptr p, Py_ssize_t n) except -2:
             return -1
         if le - sp2 - 1 != 7 or memcmp(p + sp2 + 1, b"SIP/2.0", 7) != 0:
             return -1
-        m.method = _b(p, sp1)
-        m.request_uri = _b(p + sp1 + 1, sp2 - sp1 - 1)
+        m._set(F_METHOD, p, sp1)
+        m._set(F_REQUEST_URI, p + sp1 + 1, sp2 - sp1 - 1)
     pos = nxt
     # headers, up to the empty line
     while True:
@@ -650,8 +693,11 @@ cdef int _parse(SipMessage m, cptr p, Py_ssize_t n) except -2:
         if hid == H_OTHER:
             continue
         if folded:
-            v = _scratch
-            vn = _unfold(p, vs, ve)
+            # unfolded values of one message go one after the other into _scratch (never
+            # longer than the lines they come from, so they fit)
+            v = _scratch + _scratch_used
+            vn = _unfold(p, vs, ve, _scratch + _scratch_used)
+            _scratch_used += vn
         else:
             while vs < ve and _isws(p[vs]):
                 vs += 1
@@ -666,9 +712,15 @@ cdef object _parse_bytes(bytes data):
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     if n == 0 or n > _MAX_SIZE:
         return None
+    global _base, _scratch_used
     cdef SipMessage m = SipMessage.__new__(SipMessage)
-    if _parse(m, <cptr>PyBytes_AS_STRING(data), n) < 0:
+    _base = <cptr>PyBytes_AS_STRING(data)
+    _scratch_used = 0
+    if _parse(m, _base, n) < 0:
         return None
+    m._data = data
+    if m._altmask:
+        m._alt = PyBytes_FromStringAndSize(<const char*>_scratch, _scratch_used)
     return m
 
 

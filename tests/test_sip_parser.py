@@ -342,6 +342,24 @@ def test_parse_batch(sip):
     assert [m.as_dict() for m in sip.parse_batch(corpus)] == [sip.parse(p).as_dict() for p in corpus]
 
 
+def test_messages_are_independent(sip):
+    """A message keeps its values after other (folded) messages are parsed."""
+    first = sip.parse(FOLDED_MULTIVIA_401)
+    want = first.as_dict()
+    other = FOLDED_MULTIVIA_401.replace(b"folded-call-id", b"another-id").replace(b"Linphone", b"X")
+    for m in sip.parse_batch([other, COMPACT_407, other]):
+        assert m.call_id in (b"another-id", b"a84b4c76e66710@pc33.atlanta.example.com")
+    assert first.as_dict() == want
+    assert first.user_agent == b"Linphone Desktop/5.2.0 (Ubuntu)"
+
+
+def test_pickle_round_trip(sip):
+    import pickle
+    for data in (ASTERISK_401, FOLDED_MULTIVIA_401, SIPVICIOUS_OPTIONS):
+        m = sip.parse(data)
+        assert pickle.loads(pickle.dumps(m)).as_dict() == m.as_dict()
+
+
 def test_message_is_read_only_in_cython():
     c = load_impl("fastban._sipparser")
     m = c.parse(ASTERISK_401)
@@ -379,8 +397,9 @@ def _front(env_value):
         env["FASTBAN_PURE_PYTHON"] = env_value
     code = ("from fastban import sip; m = sip.parse(%r); "
             "print(sip.IMPLEMENTATION, m.status, sip.SipMessage.__module__)" % ASTERISK_401)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+                         check=True, cwd=root)
     return out.stdout.split()
 
 
