@@ -40,6 +40,7 @@ timeouts) and -trace_stat file (successful and failed calls).
 from __future__ import annotations
 
 import csv
+import ctypes
 import ipaddress
 import os
 import re
@@ -192,7 +193,7 @@ class _SippProcess:
         self._stdout = open(workdir / "sipp.out", "wb")
         self.proc = ns.popen(["sipp", *args], cwd=workdir, stdin=subprocess.DEVNULL,
                              stdout=self._stdout, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+                             start_new_session=True, preexec_fn=_child_setup(os.getpid()))
         self.result_run: ClientRun | None = None
 
     def running(self) -> bool:
@@ -227,6 +228,20 @@ class _SippProcess:
             self._stdout.close()
             self.result_run = _read_sipp_files(self.workdir, self.proc.returncode)
         return self.result_run
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(parent: int):
+    """Runs in the child between fork and exec: it gets SIGTERM when the thread that started
+    it ends, so a lab whose Python process is killed leaves no server or client behind.
+    (So a lab must be closed, or at least kept, by the thread that started it.)"""
+    def setup() -> None:
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+    return setup
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -381,8 +396,9 @@ class SipLab:
         for tool in ("kamailio", "sipp", "ip"):
             if shutil.which(tool) is None:
                 raise SipLabError(f"{tool} is not installed (run: make host)")
+        _sweep_stale_dirs()
         try:
-            self.tmp = Path(tempfile.mkdtemp(prefix="fastban-siplab-"))
+            self.tmp = Path(tempfile.mkdtemp(prefix=f"fastban-siplab-{os.getpid()}-"))
             self.lab.__enter__()
             self._build_topology()
             for _ in range(self.initial_attackers):
@@ -448,6 +464,20 @@ class SipLab:
 
     # ----------------------------------------------------------------- addresses
 
+    def describe(self) -> str:
+        """A few lines on the lab's layout, for the demo and for failing tests."""
+        lines = [
+            f"server  {self.server_namespace.name}: {SERVER_V4} {SERVER_V6} on "
+            f"{self.server_iface} (guarded interface), Kamailio UDP+TCP {SIP_PORT}, "
+            f"bad password -> {self.bad_auth_reply}",
+            f"router  {self.router_namespace.name}: bridge br0 for the clients",
+            f"phone   {self.phone_namespace.name}: {PHONE_V4} {PHONE_V6} (user {PHONE_USER})",
+        ]
+        for i, ns in enumerate(self._attackers):
+            v4, v6 = attacker_addresses(i)
+            lines.append(f"attacker {i} {ns.name}: {v4} {v6}")
+        return "\n".join(lines)
+
     @property
     def phone_address(self) -> str:
         return PHONE_V4
@@ -509,7 +539,7 @@ class SipLab:
             ["kamailio", "-f", str(cfg), "-DD", "-E", "-P", str(kdir / "kamailio.pid"),
              "-Y", str(kdir / "run"), "-w", str(kdir), "-m", "32", "-M", "4"],
             stdin=subprocess.DEVNULL, stdout=self._kamailio_log, stderr=self._kamailio_log,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_child_setup(os.getpid()))
         self._wait_listening(timeout=15)
 
     def _wait_listening(self, timeout: float) -> None:
@@ -717,6 +747,14 @@ class SipLab:
                            "-recv_timeout", str(max(1, int(response_timeout * 1000))),
                            "-default_behaviors", "none"], bound)
         return AttackerHandle(sipp, address, transport)
+
+
+def _sweep_stale_dirs() -> None:
+    """Removes the temp dirs of labs whose process was killed (the pid is in the name)."""
+    for path in Path(tempfile.gettempdir()).glob("fastban-siplab-*-*"):
+        match = re.fullmatch(r"fastban-siplab-(\d+)-\w+", path.name)
+        if match and not os.path.exists(f"/proc/{match.group(1)}"):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _default_routes(ns: netns.Namespace, gw4: str, gw6: str) -> None:
