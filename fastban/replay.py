@@ -194,7 +194,7 @@ class ReplayResult:
     packets: int = 0              # packets read from the file
     from_server: int = 0          # UDP/TCP packets with a SIP source port and a payload
     sip_responses: int = 0
-    sip_requests: int = 0         # requests sent by the server (ignored)
+    sip_requests: int = 0         # requests from a SIP source port (ignored)
     malformed: int = 0            # payload from a SIP port that is not a SIP message
     fragments: int = 0            # IP fragments skipped
     undecodable: int = 0          # not IP/UDP/TCP, or an unsupported link type
@@ -213,7 +213,7 @@ class ReplayResult:
         return {
             "capture": self.capture, "packets": self.packets,
             "from_server": self.from_server, "sip_responses": self.sip_responses,
-            "sip_requests_from_server": self.sip_requests, "malformed_skipped": self.malformed,
+            "sip_requests_ignored": self.sip_requests, "malformed_skipped": self.malformed,
             "fragments_skipped": self.fragments, "undecodable": self.undecodable,
             "skipped_while_banned": self.skipped_banned, "failures": self.failures,
             "bans": len(self.bans),
@@ -389,7 +389,7 @@ def format_text(result: ReplayResult, settings: Settings) -> str:
     for key, label in (("fragments_skipped", "IP fragments skipped"),
                        ("undecodable", "packets not IP/UDP/TCP"),
                        ("skipped_while_banned", "responses to banned sources skipped"),
-                       ("sip_requests_from_server", "requests from the server ignored")):
+                       ("sip_requests_ignored", "SIP requests from a SIP port ignored")):
         if s[key]:
             details.append(f"{s[key]} {label}")
     r = result.rules

@@ -301,3 +301,44 @@ def test_settings_validation():
         RuleSettings(ipv6_ban_prefix=0)
     s = RuleSettings(whitelist=("10.0.0.1", "10.1.0.0/16"))
     assert s.whitelist[1] == ipaddress.ip_network("10.1.0.0/16")
+
+
+# -- property: interleaving does not change the count -------------------------------------
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 6), st.sampled_from([401, 407, 403])),
+                min_size=1, max_size=12),
+       st.randoms(use_true_random=False))
+def test_interleaved_conversations_count_exactly_the_wrong_guesses(convs, rnd):
+    """Each conversation: a peer, one Call-ID, a first challenge, `guesses` wrong answers
+    (a fresh challenge or a 403), then either a 200 (legit) or silence (attacker)."""
+    events = []
+    expected = {}
+    for n, (legit, guesses, wrong) in enumerate(convs):
+        peer = ipaddress.ip_address(f"198.51.100.{n + 1}")
+        cid = b"conv%d" % n
+        first = 407 if wrong == 407 else 401
+        steps = [first] + [wrong] * guesses
+        if wrong == 403:  # a 403 ends a transaction; the next guess is challenged first
+            steps = [first] + [s for _ in range(guesses) for s in (first, 403)][1:] \
+                if guesses else [first]
+        steps.append(200 if legit else None)
+        t = rnd.uniform(0, 5)
+        for k, status in enumerate(steps):
+            if status is not None:
+                events.append((t, peer, resp(status, cid, b"b%d" % k)))
+            t += rnd.uniform(0.01, 3)
+        # silence after a challenge: it expires unanswered (one more); after a 403: nothing
+        open_at_end = not legit and (wrong != 403 or guesses == 0)
+        expected[peer] = guesses + open_at_end
+    events.sort(key=lambda e: e[0])
+    r = rules(maxretry=1000)
+    for t, peer, m in events:
+        r.expire(t)
+        assert r.observe(t, peer, m) is None
+    r.expire(10_000)
+    for peer, n in expected.items():
+        assert r.failures_of(peer) == n, peer
