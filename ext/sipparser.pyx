@@ -1,8 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
 """Compiled SIP parser (``fastban._sipparser``).
 
-Same API and same results as ``fastban.sip_pure``, which documents the accepted grammar; this
-module scans the message with a C pointer and creates bytes objects only for returned fields.
+Same API and same results as ``fastban.sip_pure``, which documents the accepted grammar.
+
+The message is scanned with a C pointer (line ends and control bytes 8 bytes at a time); no
+Python object is made per header.  A ``SipMessage`` keeps a reference to the packet and the
+(offset, length) of each bytes field, and makes the bytes object when the field is read, so a
+batch parse costs one object per packet and the consumer pays only for the fields it reads.
 """
 
 cimport cython
@@ -30,8 +34,9 @@ cdef bytes _EMPTY = b""
 cdef unsigned char _TOK[256]     # RFC 3261 token characters
 cdef unsigned char _LOW[256]     # ASCII lower-case
 cdef unsigned char _BADC[256]    # control bytes (all but HT), including CR and LF, and DEL
-# A folded header value is rebuilt here; the GIL is held for the whole parse, the value is
-# consumed before the next header, and a message is at most _MAX_SIZE bytes.
+# The unfolded values of a message's folded headers are written here one after the other
+# (each no longer than the lines it comes from, so a message of at most _MAX_SIZE bytes fits),
+# then copied into SipMessage._alt.  The GIL is held for the whole parse.
 cdef unsigned char _scratch[65536]
 cdef Py_ssize_t _scratch_used = 0   # bytes of _scratch holding this message's unfolded values
 cdef cptr _base = NULL              # the packet being parsed

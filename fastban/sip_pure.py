@@ -38,6 +38,11 @@ How fields are read:
   Content-Length: the same rule.
 * ``has_*`` flags report the presence of WWW-Authenticate, Proxy-Authenticate, Authorization and
   Proxy-Authorization header lines.
+
+``parse`` takes bytes (bytearray and memoryview are copied to bytes); any other type is a
+programming error and raises TypeError.  Only the first message in the buffer is read: callers
+that see several messages in one TCP segment split them first.  Nothing is asserted about the
+body, so a capture cut inside the body still parses, but one cut inside the headers does not.
 """
 
 import re
