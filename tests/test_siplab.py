@@ -215,3 +215,47 @@ def test_cleanup_when_the_block_raises(tools):
             raise RuntimeError("boom")
     assert _group_pids(pgid) == []
     assert not (names & _netns_names())
+
+
+XDP_DROP_ONE_SOURCE = r"""
+#include <uapi/linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+int drop_one(struct xdp_md *ctx) {
+    void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end || eth->h_proto != htons(ETH_P_IP))
+        return XDP_PASS;
+    struct iphdr *ip = (void *)(eth + 1);
+    if ((void *)(ip + 1) > end)
+        return XDP_PASS;
+    return ip->saddr == SOURCE ? XDP_DROP : XDP_PASS;
+}
+"""
+
+
+def test_an_xdp_program_on_the_server_interface_sees_every_client(lab):
+    """The guard's premise: one native-XDP program on lab.server_iface can silence one client
+    (the server counts nothing from it) while the phone goes on registering."""
+    import socket
+
+    from bcc import BPF
+
+    address = lab.attacker_address(0)
+    source = int.from_bytes(socket.inet_aton(address), "little")   # as the kernel loads it
+    bpf = BPF(text=XDP_DROP_ONE_SOURCE.encode(), cflags=[f"-DSOURCE={source}u"])
+    fn = bpf.load_func(b"drop_one", BPF.XDP)
+    iface = lab.server_iface.encode()
+    before = lab.server_requests_from(address)
+    with lab.server_namespace.entered():
+        bpf.attach_xdp(iface, fn, 0)          # native (veth driver) mode
+    try:
+        result = lab.start_attacker(guesses=4, rate=100, response_timeout=0.05).wait()
+        phone = lab.register_phone(count=2, interval=0.05)
+    finally:
+        with lab.server_namespace.entered():
+            bpf.remove_xdp(iface, 0)
+        bpf.cleanup()
+    assert result.requests_sent == 5 and result.timeouts == 5
+    assert lab.server_requests_from(address) == before
+    assert phone.successes == 2
