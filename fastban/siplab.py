@@ -6,7 +6,7 @@ sipp (Debian: kamailio, sip-tester). Nothing is sent to any address outside the 
 Topology (every box is a network namespace; the lines are veth pairs)::
 
       phone 198.51.100.10          attacker i 203.0.113.(10+i)
-      2001:db8:100::10             2001:db8:113::(10+i)
+      2001:db8:100::10             2001:db8:113::(10+i, in hex)
             |                             |
             +--------- br0 ---------------+     "net": a router; the clients' veths are
                         |                       ports of bridge br0 (198.51.100.1,
@@ -27,11 +27,16 @@ address (routed, not NATed).
         result = attack.wait()                                 # AttackResult
         lab.server_requests_from(lab.attacker_address(0))      # == result.requests_sent
 
-Counting at the server: the Kamailio script logs one line per received request
-("FBLAB REQ src=... method=...") and one per reply it sends ("FBLAB REP <code> dst=..."), to
-stderr, which goes to a log file (`lab.server_log`) opened for appending; `server_requests_from`
-and `server_replies_to` count those lines. Kamailio logs before it answers, so when a client has
-its answer the line is already there.
+Counting at the server: Kamailio's script (fastban/lab/kamailio.cfg.tmpl) logs to stderr, which
+goes to a log file (`lab.server_log`) opened for appending:
+  FBLAB RCV src= sport= proto= first=   every SIP message the network delivered, logged in
+                                        event_route[core:msg-received] before any module can
+                                        absorb it (sl swallows the ACKs of its own replies)
+  FBLAB REQ src= ... method= callid=    every request reaching request_route
+  FBLAB REP <code> dst=                 every reply the script sends
+`server_requests_from` counts RCV lines (requests only), `server_requests` lists REQ lines,
+`server_replies_to` counts REP lines; the log is read incrementally and the tallies outlive
+close(). Kamailio logs before it answers, so once a client has its answer the line is there.
 
 Counting at the clients: sipp's -trace_counts file (per scenario message: sent, received,
 timeouts) and -trace_stat file (successful and failed calls).
@@ -372,6 +377,7 @@ class SipLab:
         self.initial_attackers = attackers
         self.lab = netns.Lab()
         self.tmp: Path | None = None
+        self.server_log: Path | None = None
         self._kamailio: subprocess.Popen | None = None
         self._kamailio_log = None
         self._clients: list[_SippProcess] = []
@@ -417,6 +423,7 @@ class SipLab:
                 pass
         self._clients.clear()
         self._stop_kamailio()
+        self._scan_log()                 # the tallies stay readable after close
         self.lab.close()
         self._attackers.clear()
         if self.tmp is not None and not os.environ.get("FASTBAN_SIPLAB_KEEP"):
@@ -589,18 +596,23 @@ class SipLab:
     # ----------------------------------------------------------------- counting at the server
 
     def server_log_text(self) -> str:
+        """Kamailio's whole log so far (empty once the lab is closed)."""
+        if self.server_log is None:
+            return ""
         try:
             return self.server_log.read_text(errors="replace")
-        except (AttributeError, FileNotFoundError):
+        except FileNotFoundError:
             return ""
 
     def _scan_log(self) -> None:
         """Reads the log lines added since the last scan (whole lines only) into the tallies."""
+        if self.server_log is None:
+            return
         try:
             with open(self.server_log, "rb") as f:
                 f.seek(self._log_offset)
                 chunk = f.read()
-        except (AttributeError, FileNotFoundError):
+        except FileNotFoundError:
             return
         end = chunk.rfind(b"\n") + 1
         self._log_offset += end

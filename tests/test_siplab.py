@@ -28,7 +28,7 @@ def lab(tools):
 
 @pytest.fixture(scope="module")
 def lab403(tools):
-    with SipLab(attackers=1, bad_auth_reply="403") as lab:
+    with SipLab(attackers=1, bad_auth_reply="403", qop=False) as lab:   # digest without qop
         yield lab
 
 
@@ -212,9 +212,11 @@ def test_cleanup_when_the_block_raises(tools):
         with SipLab(attackers=1) as lab:
             pgid = lab.kamailio_pid
             names = {ns.name for ns in lab.lab.namespaces}
+            assert lab.register_phone(count=1, interval=0.05).successes == 1
             raise RuntimeError("boom")
     assert _group_pids(pgid) == []
     assert not (names & _netns_names())
+    assert lab.server_requests_from(lab.phone_address) == 2     # the tallies outlive close
 
 
 XDP_DROP_ONE_SOURCE = r"""
