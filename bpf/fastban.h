@@ -92,7 +92,7 @@ struct fb_capture_meta {
 #define FB_DIR_INGRESS          1
 
 #define FB_CHALLENGE_STALE_NS   (64ULL * 1000000000ULL)
-#define FB_CHALLENGE_ENTRIES    65536
+#define FB_CHALLENGE_ENTRIES    16384   /* LRU, preallocated: about 1.5 MB */
 #define FB_CAPTURE_MAX          8192    /* packet bytes copied per captured response */
 #define FB_PORT_ENTRIES         1024
 

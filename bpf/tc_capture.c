@@ -22,6 +22,8 @@ BPF_TABLE_PINNED("hash", __u16, __u8, sip_ports, FB_PORT_ENTRIES,
 BPF_TABLE_PINNED("lru_hash", struct fb_peer, struct fb_challenge, challenges,
                  FB_CHALLENGE_ENTRIES, FB_PIN("challenges"));
 BPF_PERF_OUTPUT(captures);
+/* Never written: lets user space read the compiled layout of struct fb_capture_meta. */
+BPF_ARRAY(meta_layout, struct fb_capture_meta, 1);
 
 static __always_inline int fb_capture(struct __sk_buff *skb, __u8 direction)
 {

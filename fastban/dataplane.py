@@ -317,7 +317,7 @@ class DataPlane:
         cflags = [f'-DFB_PIN_DIR="{self.pin_dir}"', f"-DFB_CAPACITY={int(capacity)}", "-w"]
         with _captured_stderr() as err:
             try:
-                self.bpf = bcc.BPF(text=program_source(), cflags=cflags)
+                self.bpf = bcc.BPF(text=program_source().encode(), cflags=cflags)
             except Exception as e:      # BCC raises bare Exception
                 failure = e
             else:
@@ -332,14 +332,14 @@ class DataPlane:
         if capture in ("ingress", "both"):
             self._tc_fns["ingress"] = self._load("tc_capture_ingress", bcc.BPF.SCHED_CLS)
 
-        self._tables = {name: self.bpf[name] for name in PINNED_MAPS}
+        self._tables = {name: self.bpf[name.encode()] for name in PINNED_MAPS}
         self._callbacks: list[Callable[[CapturedResponse], None]] = []
         self._callback_error: BaseException | None = None
         self._lost = 0
         self._closed = False
         self.mode: str | None = None
         if self._tc_fns:
-            self.bpf["captures"].open_perf_buffer(self._on_event, page_cnt=CAPTURE_PAGES,
+            self.bpf[b"captures"].open_perf_buffer(self._on_event, page_cnt=CAPTURE_PAGES,
                                                   lost_cb=self._on_lost)
         self.set_sip_ports(sip_ports)
         self._set_config(FB_CFG_COUNT_404, 1 if count_register_404 else 0)
@@ -349,7 +349,7 @@ class DataPlane:
     def _load(self, name: str, prog_type):
         with _captured_stderr() as err:
             try:
-                fn = self.bpf.load_func(name, prog_type)
+                fn = self.bpf.load_func(name.encode(), prog_type)
             except Exception as e:
                 failure = e
             else:
@@ -372,7 +372,7 @@ class DataPlane:
             flags = XDP_FLAGS_DRV_MODE if attempt == "native" else XDP_FLAGS_SKB_MODE
             with _captured_stderr() as err:
                 try:
-                    self._bcc.BPF.attach_xdp(self.iface, self._xdp_fn, flags)
+                    self._bcc.BPF.attach_xdp(self.iface.encode(), self._xdp_fn, flags)
                 except Exception as e:
                     failure = e
                 else:
@@ -394,17 +394,17 @@ class DataPlane:
         if _lib().bpf_obj_pin(fn.fd, pin.encode()) != 0:
             raise DataPlaneError(f"cannot pin the capture program at {pin}: "
                                  f"{os.strerror(ct.get_errno())}")
-        self._tc(["qdisc", "add", "dev", self.iface, "clsact"], ok_if="File exists")
+        self._tc(["qdisc", "add", "dev", self.iface, "clsact"], ok_if=("File exists", "Exclusivity flag on"))
         self._tc(["filter", "replace", "dev", self.iface, direction, "pref", str(TC_PREF),
                   "handle", "1", "bpf", "direct-action", "object-pinned", pin])
 
-    def _tc(self, args: list[str], ok_if: str | None = None, check: bool = True) -> None:
+    def _tc(self, args: list[str], ok_if: tuple[str, ...] = (), check: bool = True) -> None:
         try:
             result = subprocess.run(["tc", *args], capture_output=True, text=True)
         except FileNotFoundError:
             raise DataPlaneError("the `tc` program (iproute2) is missing: run `make host`") \
                 from None
-        if result.returncode != 0 and check and not (ok_if and ok_if in result.stderr):
+        if result.returncode != 0 and check and not any(s in result.stderr for s in ok_if):
             raise DataPlaneError(f"tc {' '.join(args)}: {result.stderr.strip()}")
 
     def detach(self) -> None:
@@ -649,6 +649,11 @@ class DataPlane:
         if not ports:
             raise ValueError("at least one SIP port is needed")
         self._replace_ports("sip_ports", ports)
+
+    def set_count_register_404(self, enabled: bool) -> None:
+        """Whether 404 responses are forwarded too (they count as failures for scanners)."""
+        self._check_open()
+        self._set_config(FB_CFG_COUNT_404, 1 if enabled else 0)
 
     def sip_ports(self) -> list[int]:
         self._check_open()

@@ -1,0 +1,619 @@
+"""The data plane on the real kernel: XDP drop, pinning and expiry, TC capture, counters, errors.
+
+Every test builds its traffic between its own network namespaces (10.210.x, 10.211.x, 10.212.x
+and fd00:210::, fd00:211::); the shared DataPlane (one BCC compile) serves the tests that only
+change map contents, and each of them starts from empty ban, allow and scope maps.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from fastban import dataplane, netns
+from fastban.dataplane import (BanTableFull, DataPlane, DataPlaneError, FbAddr6, FbBanValue,
+                               FbCaptureMeta, FbChallenge, FbLpm4, FbLpm6, FbPeer)
+
+ROOT = Path(__file__).resolve().parent.parent
+IP = ipaddress.ip_address
+NET = ipaddress.ip_network
+
+SRV4, SRV6 = "10.210.0.1", "fd00:210::1"
+CLI4 = ["10.210.0.2", "10.210.0.3", "10.210.0.4", "10.210.0.66", "10.210.0.9"]
+CLI6 = ["fd00:210::2", "fd00:210::3", "fd00:210::4", "fd00:210::66"]
+
+
+def _mac(ns: netns.Namespace, iface: str) -> str:
+    return ns.run(["cat", f"/sys/class/net/{iface}/address"]).stdout.strip()
+
+
+class Rig:
+    """A server namespace guarded by a DataPlane and a client namespace with many addresses."""
+
+    def __init__(self, lab: netns.Lab):
+        self.srv = lab.namespace("srv")
+        self.cli = lab.namespace("cli")
+        self.link = lab.link(self.srv, self.cli, f"{SRV4}/24", f"{CLI4[0]}/24",
+                             f"{SRV6}/64", f"{CLI6[0]}/64")
+        self.srv_if, self.cli_if = self.link.a, self.link.b
+        for address in CLI4[1:]:
+            self.cli.run(["ip", "addr", "add", f"{address}/24", "dev", self.cli_if])
+        for address in CLI6[1:]:
+            self.cli.run(["ip", "addr", "add", f"{address}/64", "dev", self.cli_if, "nodad"])
+        # Static neighbours: no ARP/ND traffic that a ban could drop or the counters could see.
+        self.srv_mac, self.cli_mac = _mac(self.srv, self.srv_if), _mac(self.cli, self.cli_if)
+        for address in CLI4 + CLI6:
+            self.srv.run(["ip", "neigh", "replace", address, "lladdr", self.cli_mac, "dev",
+                          self.srv_if, "nud", "permanent"])
+        for address in (SRV4, SRV6):
+            self.cli.run(["ip", "neigh", "replace", address, "lladdr", self.srv_mac, "dev",
+                          self.cli_if, "nud", "permanent"])
+        self.receivers: dict[tuple[int, int], socket.socket] = {}
+
+    def receiver(self, family: int, port: int) -> socket.socket:
+        if (family, port) not in self.receivers:
+            with self.srv.entered():
+                sock = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET,
+                                     socket.SOCK_DGRAM)
+            sock.bind((SRV6 if family == 6 else SRV4, port))
+            sock.setblocking(False)
+            self.receivers[(family, port)] = sock
+        return self.receivers[(family, port)]
+
+    def udp(self, source: str, port: int = 7000, count: int = 5) -> int:
+        """Sends count datagrams from source (a client address) to the server; returns how
+        many the server received."""
+        family = IP(source).version
+        rx = self.receiver(family, port)
+        _drain(rx)
+        with self.cli.entered():
+            tx = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET,
+                               socket.SOCK_DGRAM)
+        with tx:
+            tx.bind((source, 0))
+            for i in range(count):
+                tx.sendto(b"probe %d" % i, (SRV6 if family == 6 else SRV4, port))
+        return _receive_count(rx, count)
+
+
+def _drain(sock: socket.socket) -> None:
+    while True:
+        try:
+            sock.recv(65535)
+        except BlockingIOError:
+            return
+
+
+def _receive_count(sock: socket.socket, expected: int, wait: float = 0.4) -> int:
+    got = 0
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            sock.recv(65535)
+            got += 1
+            if got >= expected:
+                deadline = min(deadline, time.monotonic() + 0.05)
+        except BlockingIOError:
+            time.sleep(0.01)
+    return got
+
+
+@pytest.fixture(scope="module")
+def rig(kernel):
+    with netns.Lab() as lab:
+        rig = Rig(lab)
+        with rig.srv.entered():
+            dp = DataPlane(rig.srv_if, capture="both")
+            rig.mode = dp.attach()
+        rig.dp = dp
+        try:
+            yield rig
+        finally:
+            with rig.srv.entered():
+                dp.detach()
+            dp.close()
+            for sock in rig.receivers.values():
+                sock.close()
+
+
+@pytest.fixture
+def dp(rig):
+    """The shared DataPlane with no bans, no allowlist and scope all."""
+    dp = rig.dp
+    for ban in dp.bans(include_expired=True):
+        dp.unban(ban.target)
+    for network in dp.allowed():
+        dp.disallow(network)
+    dp.set_scope(None)
+    return dp
+
+
+# ---- layout ----
+
+def test_structs_match_the_compiled_layout(rig):
+    bpf = rig.dp.bpf
+    pairs = [(bpf[b"bans_v4"].Leaf, FbBanValue), (bpf[b"bans_v6"].Key, FbAddr6),
+             (bpf[b"ranges_v4"].Key, FbLpm4), (bpf[b"ranges_v6"].Key, FbLpm6),
+             (bpf[b"ranges_v6"].Leaf, FbBanValue), (bpf[b"challenges"].Key, FbPeer),
+             (bpf[b"challenges"].Leaf, FbChallenge), (bpf[b"meta_layout"].Leaf, FbCaptureMeta)]
+    for compiled, mirror in pairs:
+        assert ct.sizeof(compiled) == ct.sizeof(mirror), mirror.__name__
+    compiled = bpf[b"meta_layout"].Leaf
+    for name, _ in FbCaptureMeta._fields_:
+        assert getattr(compiled, name).offset == getattr(FbCaptureMeta, name).offset, name
+    assert ct.sizeof(FbCaptureMeta) == 56
+    assert bpf[b"bans_v4"].Key is ct.c_uint or ct.sizeof(bpf[b"bans_v4"].Key) == 4
+
+
+def test_attach_reports_the_mode_and_maps_are_pinned(rig):
+    assert rig.mode in ("native", "generic")
+    pins = set(os.listdir(rig.dp.pin_dir))
+    assert set(dataplane.PINNED_MAPS) <= pins
+    assert "xdp" in rig.srv.run(["ip", "-d", "link", "show", rig.srv_if]).stdout
+
+
+# ---- XDP drop ----
+
+def test_banned_ipv4_source_is_dropped_others_pass(dp, rig):
+    assert rig.udp(CLI4[0]) == 5
+    dp.ban(IP(CLI4[0]))
+    assert rig.udp(CLI4[0]) == 0
+    assert rig.udp(CLI4[1]) == 5
+    assert dp.unban(IP(CLI4[0])) is True
+    assert dp.unban(IP(CLI4[0])) is False
+    assert rig.udp(CLI4[0]) == 5
+
+
+def test_banned_ipv6_source_is_dropped_others_pass(dp, rig):
+    dp.ban(IP(CLI6[0]))
+    assert rig.udp(CLI6[0]) == 0
+    assert rig.udp(CLI6[1]) == 5
+    assert rig.udp(CLI4[0]) == 5          # the same host's IPv4 address is another source
+
+
+def test_host_networks_are_exact_bans(dp, rig):
+    dp.ban(NET(f"{CLI4[0]}/32"))
+    dp.ban(NET(f"{CLI6[0]}/128"))
+    targets = {ban.target for ban in dp.bans()}
+    assert targets == {IP(CLI4[0]), IP(CLI6[0])}
+    assert rig.udp(CLI4[0]) == 0 and rig.udp(CLI6[0]) == 0
+
+
+def test_banned_ranges_drop_their_sources(dp, rig):
+    dp.ban(NET("10.210.0.0/30"))           # .2 and .3, not .66
+    dp.ban(NET("fd00:210::/126"))          # ::2 and ::3, not ::66
+    assert rig.udp(CLI4[0]) == 0 and rig.udp(CLI4[1]) == 0
+    assert rig.udp(CLI4[3]) == 5
+    assert rig.udp(CLI6[0]) == 0 and rig.udp(CLI6[1]) == 0
+    assert rig.udp(CLI6[3]) == 5
+    assert {ban.target for ban in dp.bans()} == {NET("10.210.0.0/30"), NET("fd00:210::/126")}
+
+
+def test_the_allowlist_wins_over_bans(dp, rig):
+    dp.ban(IP(CLI4[0]))
+    dp.ban(NET("10.210.0.0/24"))
+    dp.ban(IP(CLI6[0]))
+    dp.allow(NET(f"{CLI4[0]}/32"))
+    dp.allow(NET("fd00:210::/120"))
+    assert rig.udp(CLI4[0]) == 5           # allowlisted although banned twice
+    assert rig.udp(CLI4[1]) == 0           # banned by the range, not allowlisted
+    assert rig.udp(CLI6[0]) == 5
+    assert set(dp.allowed()) == {NET(f"{CLI4[0]}/32"), NET("fd00:210::/120")}
+    assert dp.disallow(NET(f"{CLI4[0]}/32")) is True
+    assert rig.udp(CLI4[0]) == 0
+
+
+def test_a_ban_lapses_at_its_expiry(dp, rig):
+    dp.ban(IP(CLI4[0]), expires_ns=time.monotonic_ns() + 1_000_000_000)
+    dp.ban(NET("fd00:210::/64"), expires_ns=time.monotonic_ns() + 1_000_000_000)
+    assert rig.udp(CLI4[0]) == 0 and rig.udp(CLI6[1]) == 0
+    time.sleep(1.2)
+    assert rig.udp(CLI4[0]) == 5 and rig.udp(CLI6[1]) == 5
+    assert dp.bans() == []
+    assert len(dp.bans(include_expired=True)) == 2
+    assert dp.purge_expired() == 2
+    assert dp.bans(include_expired=True) == []
+
+
+def test_banning_again_changes_the_expiry_and_keeps_the_hits(dp, rig):
+    dp.ban(IP(CLI4[0]), expires_ns=time.monotonic_ns() + 60_000_000_000)
+    assert rig.udp(CLI4[0], count=3) == 0
+    dp.ban(IP(CLI4[0]))
+    [ban] = dp.bans()
+    assert ban.expires_ns == 0 and ban.remaining_ns() is None and ban.hits == 3
+
+
+def test_port_scope_drops_only_the_listed_ports(dp, rig):
+    dp.ban(IP(CLI4[0]))
+    dp.ban(NET("fd00:210::/64"))
+    dp.set_scope([7001, 7002])
+    assert dp.scope() == [7001, 7002]
+    assert rig.udp(CLI4[0], port=7000) == 5
+    assert rig.udp(CLI4[0], port=7001) == 0
+    assert rig.udp(CLI6[0], port=7000) == 5
+    assert rig.udp(CLI6[0], port=7002) == 0
+    assert rig.udp(CLI4[1], port=7001) == 5            # not banned
+    dp.set_scope(None)
+    assert dp.scope() is None
+    assert rig.udp(CLI4[0], port=7000) == 0
+    with pytest.raises(ValueError):
+        dp.set_scope([])
+
+
+def test_counters_and_hit_counts_match_the_packets_sent(dp, rig):
+    dp.ban(IP(CLI4[0]))
+    dp.ban(NET("10.210.0.64/26"))
+    dp.allow(NET(f"{CLI4[2]}/32"))
+    dp.ban(IP(CLI4[2]))
+    before = dp.counters()
+    assert rig.udp(CLI4[0], count=7) == 0
+    assert rig.udp(CLI4[3], count=4) == 0
+    assert rig.udp(CLI4[1], count=5) == 5
+    assert rig.udp(CLI4[2], count=3) == 3
+    after = dp.counters()
+    delta = {k: after[k] - before[k] for k in before}
+    assert delta["dropped"] == 11
+    assert delta["allowlisted"] == 3
+    assert delta["passed"] >= 8
+    assert delta["seen"] >= 19
+    assert delta["seen"] == delta["passed"] + delta["dropped"]
+    hits = {ban.target: ban.hits for ban in dp.bans()}
+    assert hits == {IP(CLI4[0]): 7, NET("10.210.0.64/26"): 4, IP(CLI4[2]): 0}
+
+
+def test_vlan_and_qinq_frames_from_banned_sources_are_dropped(dp, rig):
+    from scapy.layers.inet import IP as ScapyIP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
+
+    dp.ban(IP(CLI4[0]))
+    dp.ban(IP(CLI6[0]))
+    eth = Ether(src=rig.cli_mac, dst=rig.srv_mac)
+    v4 = ScapyIP(src=CLI4[0], dst=SRV4) / UDP(sport=4000, dport=7000) / b"tagged"
+    v6 = IPv6(src=CLI6[0], dst=SRV6) / UDP(sport=4000, dport=7000) / b"tagged"
+    clean = ScapyIP(src=CLI4[1], dst=SRV4) / UDP(sport=4000, dport=7000) / b"tagged"
+    banned_frames = [eth / Dot1Q(vlan=10) / v4, eth / Dot1AD(vlan=20) / Dot1Q(vlan=10) / v4,
+                     eth / Dot1Q(vlan=30) / Dot1Q(vlan=10) / v4, eth / Dot1Q(vlan=10) / v6,
+                     eth / Dot1AD(vlan=20) / Dot1Q(vlan=10) / v6]
+    other_frames = [eth / Dot1Q(vlan=10) / clean,
+                    Ether(src=rig.cli_mac, dst=rig.srv_mac, type=0x88B5) / (b"\x00" * 46)]
+    before = dp.counters()
+    with rig.cli.entered():
+        raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    with raw:
+        raw.bind((rig.cli_if, 0))
+        for frame in banned_frames + other_frames:
+            raw.send(bytes(frame))
+    time.sleep(0.2)
+    after = dp.counters()
+    assert after["dropped"] - before["dropped"] == len(banned_frames)
+    assert after["passed"] - before["passed"] >= len(other_frames)
+    hits = {ban.target: ban.hits for ban in dp.bans()}
+    assert hits == {IP(CLI4[0]): 3, IP(CLI6[0]): 2}
+
+
+# ---- capture ----
+
+def _sip(status: int, reason: str = "Reason") -> bytes:
+    return (f"SIP/2.0 {status} {reason}\r\nVia: SIP/2.0/UDP 10.210.0.2:5060;branch=z9hG4bK1\r\n"
+            f"Call-ID: test-{status}@fastban\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+
+
+class Collector:
+    def __init__(self, dp: DataPlane):
+        self.dp = dp
+        self.items = []
+        dp.on_response(self.items.append)
+        self.flush()
+
+    def flush(self):
+        self.dp.poll(50)
+        self.items.clear()
+
+    def wait(self, count: int, timeout: float = 3.0, settle: float = 0.3):
+        deadline = time.monotonic() + timeout
+        while len(self.items) < count and time.monotonic() < deadline:
+            self.dp.poll(50)
+        end = time.monotonic() + settle
+        while time.monotonic() < end:
+            self.dp.poll(50)
+        items = list(self.items)
+        self.items.clear()
+        return items
+
+
+@pytest.fixture(scope="module")
+def collector(rig):
+    return Collector(rig.dp)
+
+
+def _server_udp(rig, family: int, port: int = 5060) -> socket.socket:
+    with rig.srv.entered():
+        sock = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET,
+                             socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((SRV6 if family == 6 else SRV4, port))
+    return sock
+
+
+def _send_responses(rig, family, messages, destination, dport=5062, sport=5060):
+    with _server_udp(rig, family, sport) as sock:
+        for message in messages:
+            sock.sendto(message, (destination, dport))
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_capture_udp_delivers_401_403_407_with_their_bytes(dp, rig, collector, family):
+    collector.flush()
+    client = CLI4[0] if family == 4 else CLI6[0]
+    messages = [_sip(401), _sip(403), _sip(407)]
+    _send_responses(rig, family, messages, client)
+    got = collector.wait(3)
+    assert [r.status for r in got] == [401, 403, 407]
+    for response, message in zip(got, messages):
+        assert response.payload == message
+        assert response.protocol == "udp" and response.direction == "egress"
+        assert response.src == IP(SRV4 if family == 4 else SRV6)
+        assert response.dst == IP(client)
+        assert (response.sport, response.dport) == (5060, 5062)
+        assert abs(response.ktime_ns - time.monotonic_ns()) < 30_000_000_000
+    # 401 and 407 opened two challenges, the 403 answered one: one is outstanding.
+    assert dp.challenges()[IP(client)][0] == 1
+    _send_responses(rig, family, [_sip(200, "OK")], client)       # answers the other
+    [ok] = collector.wait(1)
+    assert ok.status == 200 and ok.payload == _sip(200, "OK")
+    assert IP(client) not in dp.challenges()
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_capture_ignores_other_statuses_ports_and_payloads(dp, rig, collector, family):
+    collector.flush()
+    client = CLI4[2] if family == 4 else CLI6[2]           # never challenged
+    _send_responses(rig, family, [_sip(100, "Trying"), _sip(180, "Ringing"), _sip(200, "OK"),
+                                  _sip(486, "Busy Here"), _sip(404, "Not Found"),
+                                  b"REGISTER sip:x SIP/2.0\r\n\r\n", b"SIP/2.0 40"], client)
+    _send_responses(rig, family, [_sip(401), _sip(403)], client, sport=5070)  # not a SIP port
+    assert collector.wait(0, timeout=0.5) == []
+
+
+def test_capture_404_only_when_asked(dp, rig, collector):
+    collector.flush()
+    client = CLI4[2]
+    dp.set_count_register_404(True)
+    try:
+        _send_responses(rig, 4, [_sip(404, "Not Found")], client)
+        assert [r.status for r in collector.wait(1)] == [404]
+    finally:
+        dp.set_count_register_404(False)
+    _send_responses(rig, 4, [_sip(404, "Not Found")], client)
+    assert collector.wait(0, timeout=0.5) == []
+
+
+def test_capture_forwards_a_200_only_to_a_challenged_destination(dp, rig, collector):
+    collector.flush()
+    challenged, healthy = CLI4[1], CLI4[3]
+    _send_responses(rig, 4, [_sip(200, "OK")], healthy)
+    _send_responses(rig, 4, [_sip(401)], challenged)
+    _send_responses(rig, 4, [_sip(200, "OK")], healthy)
+    _send_responses(rig, 4, [_sip(200, "OK")], challenged)      # answers the challenge
+    _send_responses(rig, 4, [_sip(200, "OK")], challenged)      # nothing outstanding any more
+    got = collector.wait(2)
+    assert [(r.status, str(r.dst)) for r in got] == [(401, challenged), (200, challenged)]
+
+
+def test_capture_sip_ports_are_a_setting(dp, rig, collector):
+    collector.flush()
+    dp.set_sip_ports([5060, 5080])
+    try:
+        assert dp.sip_ports() == [5060, 5080]
+        _send_responses(rig, 4, [_sip(403)], CLI4[2], sport=5080)
+        [got] = collector.wait(1)
+        assert got.sport == 5080 and got.status == 403
+    finally:
+        dp.set_sip_ports([5060])
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_capture_tcp_delivers_the_responses_of_a_real_connection(dp, rig, collector, family):
+    collector.flush()
+    af = socket.AF_INET6 if family == 6 else socket.AF_INET
+    server_ip = SRV4 if family == 4 else SRV6
+    client_ip = CLI4[0] if family == 4 else CLI6[0]
+    with rig.srv.entered():
+        listener = socket.socket(af, socket.SOCK_STREAM)
+    with rig.cli.entered():
+        client = socket.socket(af, socket.SOCK_STREAM)
+    with listener, client:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((server_ip, 5060))
+        listener.listen(1)
+        client.bind((client_ip, 0))
+        client.settimeout(5)
+        client.connect((server_ip, 5060))
+        client_port = client.getsockname()[1]
+        conn, _ = listener.accept()
+        with conn:
+            client.sendall(b"REGISTER sip:fastban SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+            conn.recv(4096)
+            messages = [_sip(407), _sip(180, "Ringing"), _sip(403)]
+            for message in messages:
+                conn.sendall(message)
+                client.recv(4096)           # one segment per response
+        got = collector.wait(2)
+    assert [r.status for r in got] == [407, 403]
+    for response, message in zip(got, [messages[0], messages[2]]):
+        assert response.protocol == "tcp"
+        assert response.payload == message
+        assert response.dst == IP(client_ip) and response.sport == 5060
+        assert response.dport == client_port
+
+
+def test_ingress_capture_sees_responses_arriving_at_the_interface(dp, rig, collector):
+    collector.flush()
+    with rig.cli.entered():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.bind((CLI4[4], 5060))
+        sock.sendto(_sip(401), (SRV4, 5062))
+    [got] = collector.wait(1)
+    assert got.direction == "ingress" and got.src == IP(CLI4[4]) and got.status == 401
+
+
+# ---- capacity, persistence, errors ----
+
+@pytest.fixture(scope="module")
+def small(rig):
+    """A DataPlane with capacity 4, not attached, on the server's loopback."""
+    root = f"/sys/fs/bpf/fastban-test-{os.getpid()}"
+    with rig.srv.entered():
+        dp = DataPlane("lo", capacity=4, capture="none", pin_root=root)
+    yield dp
+    dp.close()
+    dataplane.remove_pins(dp.pin_dir)
+    os.rmdir(root)
+
+
+def test_a_full_map_refuses_a_new_ban_with_a_clear_error(small):
+    addresses = [IP(f"192.0.2.{i}") for i in range(1, 5)]
+    for address in addresses:
+        small.ban(address)
+    small.ban(addresses[0], expires_ns=0)          # re-banning needs no room
+    with pytest.raises(BanTableFull) as error:
+        small.ban(IP("192.0.2.99"))
+    assert "\n" not in str(error.value) and "full" in str(error.value)
+    assert isinstance(error.value, DataPlaneError)
+    assert {b.target for b in small.bans()} == set(addresses)     # nothing evicted
+    for i in range(4):
+        small.ban(NET(f"198.51.{i}.0/24"))
+    with pytest.raises(BanTableFull):
+        small.ban(NET("198.51.100.0/24"))
+    # Lapsed bans make room.
+    for address in addresses:
+        small.ban(address, expires_ns=time.monotonic_ns() + 1)
+    small.ban(IP("192.0.2.99"))
+    assert IP("192.0.2.99") in {b.target for b in small.bans()}
+
+
+def _fdinfo(table) -> dict:
+    info = Path(f"/proc/self/fdinfo/{table.map_fd}").read_text()
+    return dict(line.split(":\t") for line in info.splitlines() if ":\t" in line)
+
+
+def test_default_capacity_reserves_no_memory_per_ban_up_front(rig):
+    # A hash map always allocates its bucket array (16 bytes per slot); BPF_F_NO_PREALLOC
+    # keeps the elements (key, value and ~48 bytes of overhead) from being reserved too.
+    # LPM tries reserve nothing.
+    for name in ("bans_v4", "bans_v6", "ranges_v4", "ranges_v6"):
+        table = rig.dp.bpf[name.encode()]
+        assert table.max_entries == 1_048_576
+        fields = _fdinfo(table)
+        assert int(fields["map_flags"], 16) & 1, name      # BPF_F_NO_PREALLOC
+        assert int(fields["memlock"]) <= 17 * 1_048_576, name
+
+
+def _script(body: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; sys.path.insert(0, %r)\n" % str(ROOT)
+            + textwrap.dedent(body)]
+
+
+def test_bans_outlive_the_process_and_lapse_with_no_process_running(kernel):
+    with netns.Lab() as lab:
+        srv, cli = lab.namespace("srv"), lab.namespace("cli")
+        link = lab.link(srv, cli, "10.211.0.1/24", "10.211.0.2/24")
+        cli.run(["ip", "addr", "add", "10.211.0.3/24", "dev", link.b])
+        pin_dir = f"/sys/fs/bpf/fastban/{link.a}"
+
+        def reach(source: str) -> int:
+            with srv.entered():
+                rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with cli.entered():
+                tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with rx, tx:
+                rx.bind(("10.211.0.1", 7000))
+                rx.setblocking(False)
+                tx.bind((source, 0))
+                for _ in range(3):
+                    tx.sendto(b"x", ("10.211.0.1", 7000))
+                return _receive_count(rx, 3)
+
+        assert reach("10.211.0.2") == 3             # warms ARP both ways
+        assert reach("10.211.0.3") == 3
+        loader = srv.nsenter(_script(f"""
+            import ipaddress, time
+            from fastban.dataplane import DataPlane
+            dp = DataPlane({link.a!r}, capture="none")
+            print(dp.attach())
+            dp.ban(ipaddress.ip_address("10.211.0.2"))
+            dp.ban(ipaddress.ip_address("10.211.0.3"), time.monotonic_ns() + 2_000_000_000)
+            """))
+        subprocess.run(loader, check=True, capture_output=True, timeout=60)
+        banned_at = time.monotonic()
+        try:
+            assert reach("10.211.0.2") == 0 and reach("10.211.0.3") == 0
+            lister = srv.nsenter(_script(f"""
+                from fastban.dataplane import DataPlane
+                dp = DataPlane({link.a!r}, capture="none")
+                for ban in dp.bans(include_expired=True):
+                    print(ban.target, ban.expires_ns > 0, ban.hits)
+                """))
+            listed = subprocess.run(lister, check=True, capture_output=True, text=True,
+                                    timeout=60).stdout.split("\n")
+            assert "10.211.0.2 False 3" in listed and "10.211.0.3 True 3" in listed
+            time.sleep(max(0.0, banned_at + 2.3 - time.monotonic()))
+            assert reach("10.211.0.3") == 3         # lapsed, no fastban process running
+            assert reach("10.211.0.2") == 0         # permanent
+        finally:
+            remover = srv.nsenter(_script(f"""
+                from fastban.dataplane import DataPlane
+                DataPlane({link.a!r}, capture="none").detach()
+                """))
+            subprocess.run(remover, check=True, capture_output=True, timeout=60)
+        assert not os.path.exists(pin_dir)
+        assert "xdp" not in srv.run(["ip", "-d", "link", "show", link.a]).stdout
+        assert reach("10.211.0.2") == 3
+
+
+def test_unknown_interface_is_one_clear_line(kernel):
+    with pytest.raises(DataPlaneError, match=r"no network interface named 'fbnosuch0'"):
+        DataPlane("fbnosuch0")
+
+
+def test_not_root_is_one_clear_line(kernel):
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         "--inh-caps=-all", "--bounding-set=-all", *_script("""
+            from fastban.dataplane import DataPlane, DataPlaneError
+            try:
+                DataPlane("lo")
+            except DataPlaneError as e:
+                print(e)
+            """)], capture_output=True, text=True, timeout=60)
+    assert "needs root" in result.stdout, result.stderr
+
+
+def test_verifier_rejection_shows_the_tail_of_its_log(rig, monkeypatch):
+    source = dataplane.program_source()
+    bounds_check = "if ((void *)(eth + 1) > end)\n        return fb_pass();"
+    assert bounds_check in source
+    monkeypatch.setattr(dataplane, "program_source", lambda: source.replace(bounds_check, ""))
+    root = f"/sys/fs/bpf/fastban-verifier-{os.getpid()}"
+    try:
+        with rig.srv.entered(), pytest.raises(DataPlaneError) as error:
+            DataPlane("lo", capture="none", pin_root=root)
+        message = str(error.value)
+        assert "\n" not in message and "verifier rejected xdp_fastban" in message
+        assert "invalid access to packet" in message
+    finally:
+        dataplane.remove_pins(f"{root}/lo")
+        if os.path.isdir(root):
+            os.rmdir(root)
