@@ -2,6 +2,8 @@
 
 No fastban here: these tests pin what the end-to-end test relies on. The phone registers; a
 wrong password never gets a 200; what the clients sent is what the server counts, per source.
+A slow machine must not fail them: clients that expect answers wait up to SLOW seconds for each,
+and a phone's UDP retransmissions are allowed for (the server counts them too).
 """
 
 import os
@@ -12,6 +14,8 @@ import pytest
 from fastban import siplab
 from fastban.siplab import SipLab, SipLabError
 from conftest import require_tool
+
+SLOW = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +87,19 @@ def test_attacker_addresses_are_distinct():
 
 def test_phone_registers(lab):
     before = lab.server_requests_from(lab.phone_address)
-    result = lab.register_phone(count=3, interval=0.05)
+    result = lab.register_phone(count=3, interval=0.05, response_timeout=SLOW)
     assert (result.successes, result.failures) == (3, 0)
     assert result.responses[401] == 3 and result.responses[200] == 3
-    assert result.requests_sent == 6
-    assert lab.server_requests_from(lab.phone_address) - before == 6
+    assert result.requests_sent >= 6          # 6 unless a slow answer caused a retransmission
+    assert lab.server_requests_from(lab.phone_address) - before == result.requests_sent
     assert lab.server_replies_to(lab.phone_address).get(200, 0) >= 3
 
 
 def test_phone_registers_over_tcp_and_ipv6(lab):
     address = lab.phone_address_of(6)
     before = lab.server_requests_from(address)
-    result = lab.register_phone(count=2, interval=0.05, family=6, transport="tcp")
+    result = lab.register_phone(count=2, interval=0.05, family=6, transport="tcp",
+                                response_timeout=SLOW)
     assert (result.successes, result.failures) == (2, 0)
     assert lab.server_requests_from(address) - before == result.requests_sent == 4
 
@@ -111,7 +116,7 @@ def test_attacker_gets_401_and_never_200(lab, transport, family):
     address = lab.attacker_address(0, family)
     before = lab.server_requests_from(address)
     result = lab.start_attacker(guesses=15, rate=200, transport=transport,
-                                family=family).wait()
+                                family=family, response_timeout=SLOW).wait()
     assert result.requests_sent == 16            # one to fetch a challenge, 15 guesses
     assert result.responses.get(401) == 16
     assert result.responses.get(200, 0) == 0 and result.timeouts == 0
@@ -122,12 +127,13 @@ def test_attacker_gets_401_and_never_200(lab, transport, family):
 
 def test_attacker_gets_403_in_403_mode(lab403):
     address = lab403.attacker_address(0, 6)
-    result = lab403.start_attacker(guesses=10, rate=200, family=6).wait()
+    result = lab403.start_attacker(guesses=10, rate=200, family=6,
+                                   response_timeout=SLOW).wait()
     assert result.requests_sent == 11
     assert result.responses.get(401) == 1 and result.responses.get(403) == 10
     assert result.responses.get(200, 0) == 0
     assert lab403.server_replies_to(address) == {401: 1, 403: 10}
-    assert lab403.register_phone(count=1, interval=0.05).successes == 1
+    assert lab403.register_phone(count=1, interval=0.05, response_timeout=SLOW).successes == 1
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -136,7 +142,7 @@ def test_invite_attacker_gets_407_and_acks_are_counted(lab, transport):
     before = lab.server_requests_from(address)
     before_acks = lab.server_requests_from(address, method="ACK")
     result = lab.start_attacker(guesses=8, rate=200, index=1, method="INVITE",
-                                transport=transport).wait()
+                                transport=transport, response_timeout=SLOW).wait()
     assert result.by_method == {"INVITE": 9, "ACK": 9}
     assert result.responses.get(407) == 9
     assert result.responses.get(486, 0) == 0 and result.responses.get(200, 0) == 0
@@ -145,7 +151,8 @@ def test_invite_attacker_gets_407_and_acks_are_counted(lab, transport):
 
 
 def test_invite_attacker_gets_403_in_403_mode(lab403):
-    result = lab403.start_attacker(guesses=4, rate=200, method="INVITE").wait()
+    result = lab403.start_attacker(guesses=4, rate=200, method="INVITE",
+                                   response_timeout=SLOW).wait()
     assert result.responses.get(407) == 1 and result.responses.get(403) == 4
     assert result.requests_sent == 10
 
@@ -153,13 +160,14 @@ def test_invite_attacker_gets_403_in_403_mode(lab403):
 def test_counts_per_source_with_everyone_at_once(lab):
     sources = [lab.phone_address, lab.attacker_address(0), lab.attacker_address(1)]
     before = {a: lab.server_requests_from(a) for a in sources}
-    phone = lab.start_phone(count=5, interval=0.1)
-    attackers = [lab.start_attacker(guesses=30, rate=100, index=i) for i in (0, 1)]
+    phone = lab.start_phone(count=5, interval=0.1, response_timeout=SLOW)
+    attackers = [lab.start_attacker(guesses=30, rate=100, index=i, response_timeout=SLOW)
+                 for i in (0, 1)]
     results = [a.wait() for a in attackers]
     phone_result = phone.wait()
     assert phone_result.successes == 5
     sent = [phone_result.requests_sent] + [r.requests_sent for r in results]
-    assert sent == [10, 31, 31]
+    assert sent[0] >= 10 and sent[1:] == [31, 31]
     for address, count in zip(sources, sent):
         assert lab.server_requests_from(address) - before[address] == count
     assert all(r.responses.get(200, 0) == 0 for r in results)
@@ -177,7 +185,7 @@ def test_unanswered_attacker_keeps_going_and_the_server_counts_only_what_arrived
     assert result.requests_sent == 6 and result.timeouts == 6
     assert lab.server_requests_from(address) == before
     # the way is open again
-    result = lab.start_attacker(guesses=2, rate=100, index=1).wait()
+    result = lab.start_attacker(guesses=2, rate=100, index=1, response_timeout=SLOW).wait()
     assert result.responses.get(401) == 3
 
 
@@ -212,11 +220,13 @@ def test_cleanup_when_the_block_raises(tools):
         with SipLab(attackers=1) as lab:
             pgid = lab.kamailio_pid
             names = {ns.name for ns in lab.lab.namespaces}
-            assert lab.register_phone(count=1, interval=0.05).successes == 1
+            phone = lab.register_phone(count=1, interval=0.05, response_timeout=SLOW)
+            assert phone.successes == 1
             raise RuntimeError("boom")
     assert _group_pids(pgid) == []
     assert not (names & _netns_names())
-    assert lab.server_requests_from(lab.phone_address) == 2     # the tallies outlive close
+    # the tallies outlive close
+    assert lab.server_requests_from(lab.phone_address) == phone.requests_sent
 
 
 XDP_DROP_ONE_SOURCE = r"""
@@ -253,7 +263,7 @@ def test_an_xdp_program_on_the_server_interface_sees_every_client(lab):
         bpf.attach_xdp(iface, fn, 0)          # native (veth driver) mode
     try:
         result = lab.start_attacker(guesses=4, rate=100, response_timeout=0.05).wait()
-        phone = lab.register_phone(count=2, interval=0.05)
+        phone = lab.register_phone(count=2, interval=0.05, response_timeout=SLOW)
     finally:
         with lab.server_namespace.entered():
             bpf.remove_xdp(iface, 0)
