@@ -21,9 +21,15 @@ bpf/xdp_drop.c and bpf/tc_capture.c as one BCC program, pins the maps under
 The programs stay attached and the bans stay pinned when the process exits; a new DataPlane on
 the same interface reuses the pinned maps. detach() removes the programs and the pins.
 
-Memory per ban (measured on kernel 6.18, x86_64, tests/test_dataplane.py::test_memory_per_ban
-prints it): see MEMORY_PER_BAN below. Maps are BPF_F_NO_PREALLOC (hash) and LPM tries, so
-memory grows with the bans actually present, not with the capacity.
+Memory. The exact-ban maps are hash maps with BPF_F_NO_PREALLOC and the range and allow maps
+are LPM tries, so the elements are allocated as bans arrive, never up front. What is reserved
+up front is only each hash map's bucket array: 16 bytes x capacity rounded up to a power of two
+(16 MiB for each of the two exact maps at the default 1,048,576). Per ban, measured on kernel
+6.18 x86_64 with 100,000 bans per map (the map's own accounting, "memlock" in
+/proc/<pid>/fdinfo/<map fd>; the allocator rounds up to its 96/64-byte size classes):
+exact IPv4 80 B, exact IPv6 88 B, IPv4 range 44 B, IPv6 range 56 B; an LPM trie also adds
+intermediate nodes, so /proc/meminfo's Slab grew by ~150-200 B per range ban. See
+MEMORY_PER_BAN. The challenge table (LRU, preallocated) costs about 1.5 MiB.
 """
 
 from __future__ import annotations
@@ -42,8 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-# Measured kernel memory per ban (bytes), kernel 6.18 x86_64, 100k bans, see the docstring.
-MEMORY_PER_BAN = {"exact_v4": None, "exact_v6": None, "range_v4": None, "range_v6": None}
+# Kernel memory per ban in bytes (map accounting), kernel 6.18 x86_64, 100k bans: see above.
+MEMORY_PER_BAN = {"exact_v4": 80, "exact_v6": 88, "range_v4": 44, "range_v6": 56}
+# Reserved up front per exact-ban map: the hash bucket array, 16 B per slot.
+HASH_BUCKET_BYTES = 16
 
 DEFAULT_CAPACITY = 1_048_576
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/fastban"
@@ -271,6 +279,28 @@ def _lib():
     return lib
 
 
+class _Map:
+    """A BPF map by file descriptor: from the compiled program or opened from its pin."""
+
+    def __init__(self, name: str, fd: int, owned: bool = False):
+        self.name = name
+        self.map_fd = fd
+        self.owned = owned          # opened by bpf_obj_get: close it ourselves
+        fields = {}
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+        self.max_entries = int(fields.get("max_entries", 0))
+        self.value_size = int(fields.get("value_size", 0))
+
+    def close(self) -> None:
+        if self.owned and self.map_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.map_fd)
+            self.map_fd = -1
+
+
 class DataPlane:
     """The XDP drop program, the TC capture program and their pinned maps on one interface.
 
@@ -304,6 +334,8 @@ class DataPlane:
             raise DataPlaneError("BCC is not importable: install Debian's python3-bpfcc "
                                  "(run `make host`), not the PyPI package 'bcc'") from None
         self._bcc = bcc
+        self.bpf = None
+        self._tables = {}
         self.iface = iface
         self.capture = capture
         self.capacity = capacity
@@ -332,7 +364,8 @@ class DataPlane:
         if capture in ("ingress", "both"):
             self._tc_fns["ingress"] = self._load("tc_capture_ingress", bcc.BPF.SCHED_CLS)
 
-        self._tables = {name: self.bpf[name.encode()] for name in PINNED_MAPS}
+        self._tables = {name: _Map(name, self.bpf[name.encode()].map_fd)
+                        for name in PINNED_MAPS}
         self._callbacks: list[Callable[[CapturedResponse], None]] = []
         self._callback_error: BaseException | None = None
         self._lost = 0
@@ -365,6 +398,9 @@ class DataPlane:
         if mode not in ("auto", "native", "generic"):
             raise DataPlaneError(f"XDP mode must be auto, native or generic, not {mode!r}")
         self._check_open()
+        if self.bpf is None:
+            raise DataPlaneError("this DataPlane was opened from the pins; make a DataPlane "
+                                 f"({self.iface!r}) to attach programs")
         tries = {"auto": ("native", "generic"), "native": ("native",),
                  "generic": ("generic",)}[mode]
         errors = []
@@ -423,8 +459,53 @@ class DataPlane:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(Exception):
-            self.bpf.cleanup()
+        for table in self._tables.values():
+            table.close()
+        if self.bpf is not None:
+            with contextlib.suppress(Exception):
+                self.bpf.cleanup()
+
+    @classmethod
+    def open_pinned(cls, iface: str, *, pin_root: str = DEFAULT_PIN_ROOT) -> DataPlane:
+        """Opens the maps pinned for iface without compiling anything (for listing bans,
+        banning, counters when no controller runs). attach() and capture are not available;
+        detach() works (in the interface's network namespace)."""
+        if not _has_bpf_capability():
+            raise DataPlaneError("fastban needs root (or CAP_BPF) to open its pinned maps: "
+                                 "run it with sudo")
+        pin_dir = os.path.join(pin_root, iface)
+        tables = {}
+        try:
+            lib = _lib()
+            for name in PINNED_MAPS:
+                path = os.path.join(pin_dir, name)
+                if not os.path.exists(path):
+                    raise DataPlaneError(f"no fastban maps pinned for {iface} in {pin_dir} "
+                                         f"(missing {name}): is fastban attached there?")
+                fd = lib.bpf_obj_get(path.encode())
+                if fd < 0:
+                    raise DataPlaneError(f"cannot open {path}: {os.strerror(ct.get_errno())}")
+                tables[name] = _Map(name, fd, owned=True)
+        except BaseException:
+            for table in tables.values():
+                table.close()
+            raise
+        self = cls.__new__(cls)
+        self.iface = iface
+        self.ifindex = None
+        self.capture = "none"
+        self.pin_dir = pin_dir
+        self.bpf = None
+        self._tables = tables
+        self.capacity = tables["bans_v4"].max_entries
+        self._tc_fns = {}
+        self._xdp_fn = None
+        self._callbacks = []
+        self._callback_error = None
+        self._lost = 0
+        self._closed = False
+        self.mode = None
+        return self
 
     def __enter__(self) -> DataPlane:
         return self
@@ -666,10 +747,13 @@ class DataPlane:
         capture_examined, captured, capture_failed (TC, since the maps were created);
         capture_lost (perf buffer overflows seen by this process)."""
         self._check_open()
-        table = self._tables["counters"]
+        from bcc.utils import get_possible_cpus
+        ncpus = len(get_possible_cpus())
         result = {}
         for name, index in COUNTER_NAMES.items():
-            result[name] = int(sum(table[table.Key(index)]))
+            values = (ct.c_uint64 * ncpus)()
+            self._lookup("counters", ct.c_uint32(index), values)
+            result[name] = int(sum(values))
         result["capture_lost"] = self._lost
         return result
 

@@ -562,13 +562,15 @@ def test_bans_outlive_the_process_and_lapse_with_no_process_running(kernel):
             assert reach("10.211.0.2") == 0 and reach("10.211.0.3") == 0
             lister = srv.nsenter(_script(f"""
                 from fastban.dataplane import DataPlane
-                dp = DataPlane({link.a!r}, capture="none")
+                dp = DataPlane.open_pinned({link.a!r})       # no compile
                 for ban in dp.bans(include_expired=True):
                     print(ban.target, ban.expires_ns > 0, ban.hits)
+                print("dropped", dp.counters()["dropped"])
                 """))
             listed = subprocess.run(lister, check=True, capture_output=True, text=True,
                                     timeout=60).stdout.split("\n")
             assert "10.211.0.2 False 3" in listed and "10.211.0.3 True 3" in listed
+            assert "dropped 6" in listed
             time.sleep(max(0.0, banned_at + 2.3 - time.monotonic()))
             assert reach("10.211.0.3") == 3         # lapsed, no fastban process running
             assert reach("10.211.0.2") == 0         # permanent
@@ -581,6 +583,22 @@ def test_bans_outlive_the_process_and_lapse_with_no_process_running(kernel):
         assert not os.path.exists(pin_dir)
         assert "xdp" not in srv.run(["ip", "-d", "link", "show", link.a]).stdout
         assert reach("10.211.0.2") == 3
+
+
+def test_open_pinned_shares_the_maps_of_the_loaded_program(dp, rig):
+    other = DataPlane.open_pinned(rig.srv_if)
+    try:
+        other.ban(IP(CLI4[0]))
+        assert rig.udp(CLI4[0], count=2) == 0
+        assert [(b.target, b.hits) for b in dp.bans()] == [(IP(CLI4[0]), 2)]
+        assert other.counters()["dropped"] == dp.counters()["dropped"]
+        assert other.capacity == 1_048_576
+        with pytest.raises(DataPlaneError, match="opened from the pins"):
+            other.attach()
+    finally:
+        other.close()
+    with pytest.raises(DataPlaneError, match="no fastban maps pinned for fbnosuch0"):
+        DataPlane.open_pinned("fbnosuch0")
 
 
 def test_unknown_interface_is_one_clear_line(kernel):
