@@ -701,7 +701,8 @@ class SipLab:
         args = [f"{_uri_host(server)}:{SIP_PORT}", "-sf", scenario,
                 "-i", local, "-t", "u1" if transport == "udp" else "t1",
                 "-key", "domain", _uri_host(server), "-key", "contact_host", _uri_host(local),
-                "-nostdin", "-trace_counts", "-trace_stat", "-stf", "stat.csv", "-fd", "1",
+                "-nostdin", "-timer_resol", "1",
+                "-trace_counts", "-trace_stat", "-stf", "stat.csv", "-fd", "1",
                 "-timeout", f"{int(bound) + 1}s", *extra]
         client = _SippProcess(ns, workdir, args, bound + 2)
         self._clients.append(client)
@@ -731,14 +732,17 @@ class SipLab:
     def start_attacker(self, guesses: int = 10, rate: float = 20.0, transport: str = "udp",
                        family: int = 4, index: int = 0, user: str = PHONE_USER,
                        password: str = "wrong-guess", response_timeout: float = 0.2,
-                       method: str = "REGISTER") -> AttackerHandle:
+                       method: str = "REGISTER", parallel: int = 1) -> AttackerHandle:
         """Starts attacker `index` guessing `user`'s password with one Call-ID throughout.
 
         REGISTER (default): guesses + 1 REGISTERs (the first fetches a challenge), each answered
         by 401 (or 403 in 403 mode). INVITE: guesses + 1 INVITEs answered by 407 (or 403), each
-        answer ACKed. At most `rate` turns per second (sipp pauses 1/rate s between turns; a
-        turn whose answer never comes waits response_timeout more), so a banned attacker keeps
-        sending. Returns a handle to wait() for or stop()."""
+        answer ACKed. At most `rate` turns per second: sipp pauses 1/rate s between turns, and
+        one sipp loop manages about 100 turns/s at best (sipp's scheduling, not the server);
+        a turn whose answer never comes waits response_timeout more, so a banned attacker keeps
+        sending. `parallel` runs that many such loops at once from the same address, each with
+        its own Call-ID (requests: parallel * (guesses + 1)). Returns a handle to wait() for or
+        stop()."""
         scenarios = {"REGISTER": "attacker_guess.xml", "INVITE": "attacker_invite.xml"}
         if method not in scenarios:
             raise SipLabError("method must be REGISTER or INVITE")
@@ -746,16 +750,20 @@ class SipLab:
             raise SipLabError("guesses must be 1..1000000")
         if rate <= 0:
             raise SipLabError("rate must be positive")
+        if not 1 <= parallel <= 1000:
+            raise SipLabError("parallel must be 1..1000")
         if password == self.users.get(user):
             raise SipLabError("the attacker's password must be wrong")
         address = self.attacker_address(index, family)
         pause_ms = max(0, int(1000 / rate))
-        bound = guesses * (pause_ms / 1000 + response_timeout) + response_timeout + 10
+        bound = (guesses * (pause_ms / 1000 + response_timeout) + response_timeout + 10
+                 + parallel / 100)
         sipp = self._sipp(self._attackers[index], scenarios[method], address, family,
                           transport,
                           ["-s", user, "-au", user, "-ap", password,
                            "-set", "guesses", str(guesses), "-d", str(pause_ms),
-                           "-m", "1", "-l", "1", "-nr",
+                           "-m", str(parallel), "-l", str(parallel),
+                           "-r", str(parallel), "-rp", "10", "-nr",
                            "-recv_timeout", str(max(1, int(response_timeout * 1000))),
                            "-default_behaviors", "none"], bound)
         return AttackerHandle(sipp, address, transport)

@@ -157,6 +157,16 @@ def test_invite_attacker_gets_403_in_403_mode(lab403):
     assert result.requests_sent == 10
 
 
+def test_parallel_guessing_loops_each_keep_their_call_id(lab):
+    address = lab.attacker_address(0)
+    before = len(lab.server_requests())
+    result = lab.start_attacker(guesses=5, rate=200, parallel=3, response_timeout=SLOW).wait()
+    assert result.requests_sent == 18 and result.responses.get(401) == 18
+    got = [r for r in lab.server_requests()[before:] if r.source == address]
+    assert len(got) == 18
+    assert sorted(sum(r.call_id == c for r in got) for c in {r.call_id for r in got}) == [6, 6, 6]
+
+
 def test_counts_per_source_with_everyone_at_once(lab):
     sources = [lab.phone_address, lab.attacker_address(0), lab.attacker_address(1)]
     before = {a: lab.server_requests_from(a) for a in sources}
