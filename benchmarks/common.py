@@ -65,15 +65,16 @@ SIP_OPTIONS = (b"OPTIONS sip:100@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2;b
 
 # ---- address sets: distinct, spread over the address space, never the probes ----
 
-def v4_addresses(count: int, start: int = 1, avoid_prefix: str = "198.18.0.0/15") -> list:
-    """`count` distinct IPv4 addresses (as 4 packed bytes), scattered like real attackers."""
-    avoid = ipaddress.ip_network(avoid_prefix)
-    lo, hi = int(avoid.network_address), int(avoid.broadcast_address)
+def v4_addresses(count: int, start: int = 1) -> list:
+    """`count` distinct IPv4 unicast addresses (as 4 packed bytes), scattered like real
+    attackers; never 0/8, 10/8, 127/8, 224/3 (martians the stack would drop on its own) nor
+    198.18/15 (benchmark probes and honest senders)."""
     out, i = [], start
     while len(out) < count:
         value = (i * 2654435761) & 0xFFFFFFFF
         i += 1
-        if lo <= value <= hi or value == 0:
+        first = value >> 24
+        if first in (0, 10, 127) or first >= 224 or (value >> 17) == (0xC612 >> 1):
             continue
         out.append(value.to_bytes(4, "big"))
     return out
