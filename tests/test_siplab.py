@@ -199,6 +199,16 @@ def test_unanswered_attacker_keeps_going_and_the_server_counts_only_what_arrived
     assert result.responses.get(401) == 3
 
 
+def test_an_attacker_added_to_a_running_lab(lab):
+    index = lab.add_attacker()
+    address = lab.attacker_address(index, 6)
+    assert address == siplab.attacker_addresses(index)[1]
+    result = lab.start_attacker(guesses=3, rate=200, index=index, family=6,
+                                response_timeout=SLOW).wait()
+    assert result.responses.get(401) == 4
+    assert lab.server_requests_from(address) == 4
+
+
 def test_stopping_an_attacker_early(lab):
     handle = lab.start_attacker(guesses=100000, rate=50)
     assert handle.running()
