@@ -62,6 +62,11 @@ def add_commands(subparsers) -> None:
     target.add_argument("--all", action="store_true", help="lift every ban")
     unban.set_defaults(handler=cmd_unban)
 
+    detach = subparsers.add_parser("detach", help="remove the programs and pinned maps from "
+                                   "an interface (lifts every ban on it)")
+    _common(detach)
+    detach.set_defaults(handler=cmd_detach)
+
     stats = subparsers.add_parser("stats", help="packets, responses, failures, bans")
     _common(stats)
     stats.add_argument("--json", action="store_true", help="machine-readable output")
@@ -201,6 +206,19 @@ def cmd_unban(args) -> int:
     if not removed:
         raise CommandError(f"{args.target} is not banned")
     print(f"unbanned {args.target}")
+    return 0
+
+
+def cmd_detach(args) -> int:
+    from fastban.dataplane import DataPlane
+
+    settings = _settings(args)
+    if _ask(settings, "stats") is not None:
+        raise CommandError("a guard is running on this socket: stop it with "
+                           "--detach-on-exit, or stop it first")
+    iface = _iface(args, settings)
+    DataPlane(iface, capacity=settings.map_capacity, capture="none").detach()
+    print(f"detached from {iface}; its bans are lifted")
     return 0
 
 
