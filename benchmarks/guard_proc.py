@@ -1,0 +1,69 @@
+"""The guard as time_to_ban.py runs it: fastban.service.Service on one interface, instrumented.
+
+Runs the real service loop (DataPlane attached with TC capture, Guard, perf-buffer polling) in
+its own process, started in the server's namespace with nsenter (so /sys/fs/bpf stays the
+host's). Two hooks record kernel-monotonic timestamps for time_to_ban.py, and cost one list
+append each:
+  - every captured response: (destination, kernel ktime at the TC hook, time Python got it);
+  - every ban written to the map: (target, time before the map write, time after).
+Prints "ready" once attached; on SIGTERM stops, detaches and writes the records as JSON.
+
+    python -m benchmarks.guard_proc IFACE WORKDIR [--maxretry N] [--xdp-mode native]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from benchmarks.common import ROOT  # noqa: F401  (puts the repository on sys.path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("iface")
+    parser.add_argument("workdir")
+    parser.add_argument("--maxretry", type=int, default=5)
+    parser.add_argument("--xdp-mode", default="native")
+    parser.add_argument("--capacity", type=int, default=1_048_576)
+    args = parser.parse_args()
+
+    from fastban.config import load_settings
+    from fastban.service import Service
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    settings = load_settings(None, {
+        "maxretry": args.maxretry, "findtime": 3600, "bantime": 3600,
+        "state_file": os.path.join(args.workdir, "state.msgpack"),
+        "control_socket": os.path.join(args.workdir, "control.sock"),
+        "map_capacity": args.capacity, "xdp_mode": args.xdp_mode,
+    })
+    service = Service(settings, args.iface, detach_on_exit=True)
+    dp = service.dataplane
+    captured, bans = [], []
+    clock = time.monotonic_ns
+
+    dp.on_response(lambda r: captured.append((str(r.dst), r.ktime_ns, clock())))
+    real_ban = dp.ban
+
+    def ban(target, expires_ns=0):
+        before = clock()
+        real_ban(target, expires_ns)
+        bans.append((str(target), before, clock()))
+
+    dp.ban = ban
+    print("ready", service.mode, flush=True)
+    try:
+        service.run()
+    finally:
+        with open(os.path.join(args.workdir, "records.json"), "w") as f:
+            json.dump({"captured": captured, "bans": bans, "stats": service.guard.stats()}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
