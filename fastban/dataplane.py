@@ -743,9 +743,12 @@ class DataPlane:
     # ---- counters ----
 
     def counters(self) -> dict:
-        """Counters summed over CPUs: seen, passed, dropped, allowlisted (XDP);
-        capture_examined, captured, capture_failed (TC, since the maps were created);
-        capture_lost (perf buffer overflows seen by this process)."""
+        """Counters summed over CPUs, since the pinned maps were created:
+        seen, passed, dropped, allowlisted (XDP; seen = passed + dropped);
+        capture_examined (SIP status lines seen by TC), captured (forwarded to user space),
+        capture_failed (the perf buffer was full or had no reader: the kernel's count, at
+        once); capture_lost: responses lost as reported to this process by the perf buffer
+        (BCC's lost callback; the kernel reports a loss with the next record on that CPU)."""
         self._check_open()
         from bcc.utils import get_possible_cpus
         ncpus = len(get_possible_cpus())

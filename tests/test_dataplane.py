@@ -113,9 +113,10 @@ def rig(kernel):
         rig = Rig(lab)
         with rig.srv.entered():
             dp = DataPlane(rig.srv_if, capture="both")
-            rig.mode = dp.attach()
         rig.dp = dp
         try:
+            with rig.srv.entered():
+                rig.mode = dp.attach()
             yield rig
         finally:
             with rig.srv.entered():
@@ -458,6 +459,28 @@ def test_capture_tcp_delivers_the_responses_of_a_real_connection(dp, rig, collec
         assert response.dport == client_port
 
 
+def test_lost_captures_are_counted_and_visible(dp, rig, collector):
+    collector.flush()
+    before = dp.counters()
+    sent = 4000                     # more than the perf buffer holds while nobody polls
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})        # one CPU, one perf ring: see below
+    try:
+        _send_responses(rig, 4, [_sip(403)] * sent, CLI4[4])
+        got = collector.wait(sent, timeout=3.0)
+        after = dp.counters()
+        delta = {k: after[k] - before[k] for k in before}
+        assert delta["capture_examined"] == sent
+        assert delta["captured"] + delta["capture_failed"] == sent
+        assert len(got) == delta["captured"] and delta["capture_failed"] > 0
+        # The kernel reports the loss to the reader with the next record on that CPU's ring.
+        _send_responses(rig, 4, [_sip(403)], CLI4[4])
+        assert len(collector.wait(1)) == 1
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert dp.counters()["capture_lost"] - before["capture_lost"] == delta["capture_failed"]
+
+
 def test_ingress_capture_sees_responses_arriving_at_the_interface(dp, rig, collector):
     collector.flush()
     with rig.cli.entered():
@@ -552,12 +575,13 @@ def test_bans_outlive_the_process_and_lapse_with_no_process_running(kernel):
             import ipaddress, time
             from fastban.dataplane import DataPlane
             dp = DataPlane({link.a!r}, capture="none")
-            print(dp.attach())
+            print(dp.attach("generic"))
             dp.ban(ipaddress.ip_address("10.211.0.2"))
             dp.ban(ipaddress.ip_address("10.211.0.3"), time.monotonic_ns() + 2_000_000_000)
             """))
-        subprocess.run(loader, check=True, capture_output=True, timeout=60)
+        loaded = subprocess.run(loader, check=True, capture_output=True, text=True, timeout=60)
         banned_at = time.monotonic()
+        assert loaded.stdout.strip() == "generic"
         try:
             assert reach("10.211.0.2") == 0 and reach("10.211.0.3") == 0
             lister = srv.nsenter(_script(f"""
