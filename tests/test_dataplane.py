@@ -481,6 +481,32 @@ def test_lost_captures_are_counted_and_visible(dp, rig, collector):
     assert dp.counters()["capture_lost"] - before["capture_lost"] == delta["capture_failed"]
 
 
+def test_capture_parses_vlan_and_qinq_tagged_responses(dp, rig, collector):
+    """Tagged frames written on the server side go through TC egress with the tag in the bytes."""
+    from scapy.layers.inet import IP as ScapyIP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
+
+    collector.flush()
+    eth = Ether(src=rig.srv_mac, dst=rig.cli_mac)
+    v4 = ScapyIP(src=SRV4, dst=CLI4[4]) / UDP(sport=5060, dport=5062) / _sip(403)
+    v6 = IPv6(src=SRV6, dst=CLI6[2]) / UDP(sport=5060, dport=5062) / _sip(403)
+    other = ScapyIP(src=SRV4, dst=CLI4[4]) / UDP(sport=5061, dport=5062) / _sip(403)
+    frames = [eth / Dot1Q(vlan=10) / v4, eth / Dot1AD(vlan=20) / Dot1Q(vlan=10) / v4,
+              eth / Dot1Q(vlan=10) / v6, eth / Dot1Q(vlan=10) / other]
+    with rig.srv.entered():
+        raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    with raw:
+        raw.bind((rig.srv_if, 0))
+        for frame in frames:
+            raw.send(bytes(frame))
+    got = collector.wait(3)
+    assert [(r.status, str(r.dst)) for r in got] == [(403, CLI4[4]), (403, CLI4[4]),
+                                                     (403, CLI6[2])]
+    assert [r.payload for r in got] == [_sip(403)] * 3
+    assert [r.packet[12:14] for r in got] == [b"\x81\x00", b"\x88\xa8", b"\x81\x00"]
+
+
 def test_ingress_capture_sees_responses_arriving_at_the_interface(dp, rig, collector):
     collector.flush()
     with rig.cli.entered():
@@ -623,6 +649,11 @@ def test_open_pinned_shares_the_maps_of_the_loaded_program(dp, rig):
         other.close()
     with pytest.raises(DataPlaneError, match="no fastban maps pinned for fbnosuch0"):
         DataPlane.open_pinned("fbnosuch0")
+
+
+def test_a_pin_root_off_bpffs_is_one_clear_line(kernel, tmp_path):
+    with pytest.raises(DataPlaneError, match="is not on a bpf filesystem"):
+        DataPlane("lo", pin_root=str(tmp_path))
 
 
 def test_unknown_interface_is_one_clear_line(kernel):
