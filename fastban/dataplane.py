@@ -366,6 +366,8 @@ class DataPlane:
 
         self._tables = {name: _Map(name, self.bpf[name.encode()].map_fd)
                         for name in PINNED_MAPS}
+        # Maps reused from the pins keep the capacity they were created with.
+        self.capacity = self._tables["bans_v4"].max_entries or capacity
         self._callbacks: list[Callable[[CapturedResponse], None]] = []
         self._callback_error: BaseException | None = None
         self._lost = 0
@@ -506,6 +508,11 @@ class DataPlane:
         self._closed = False
         self.mode = None
         return self
+
+    @property
+    def xdp_prog_fd(self) -> int | None:
+        """The loaded XDP program's fd (for BPF_PROG_TEST_RUN in the benchmarks)."""
+        return self._xdp_fn.fd if self._xdp_fn is not None else None
 
     def __enter__(self) -> DataPlane:
         return self
