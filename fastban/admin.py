@@ -155,8 +155,7 @@ class _Offline:
         from fastban.dataplane import DataPlane
 
         self.settings = settings
-        self.dataplane = DataPlane(_iface(args, settings), capacity=settings.map_capacity,
-                                   capture="none")
+        self.dataplane = DataPlane.open_pinned(_iface(args, settings))
 
     def __enter__(self) -> Guard:
         self.guard = Guard(self.settings, self.dataplane)
@@ -217,7 +216,7 @@ def cmd_detach(args) -> int:
         raise CommandError("a guard is running on this socket: stop it with "
                            "--detach-on-exit, or stop it first")
     iface = _iface(args, settings)
-    DataPlane(iface, capacity=settings.map_capacity, capture="none").detach()
+    DataPlane.open_pinned(iface).detach()
     print(f"detached from {iface}; its bans are lifted")
     return 0
 

@@ -11,7 +11,9 @@ monotonic clock, so a ban lapses on time even when no guard runs.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
 import logging
 import time
 from typing import Callable
@@ -58,6 +60,10 @@ class Guard:
         if warning:
             log.warning(warning)
         self._dirty, self._saved_at = False, 0.0
+        self._expiries: list[tuple[float, int, object]] = []  # heap: (expires_at, n, target)
+        self._sequence = itertools.count()
+        for record in self.state.bans.values():
+            self._schedule(record)
         self._apply_settings()
         self._reconcile()
 
@@ -98,6 +104,7 @@ class Guard:
                 continue
             expires_at = 0.0 if ban.expires_ns == 0 else now + (ban.expires_ns - mono) / 1e9
             self.state.bans[target] = BanRecord(target, FOUND_IN_MAP, 0, now, expires_at)
+            self._schedule(self.state.bans[target])
             self._dirty = True
         self.save()
 
@@ -130,12 +137,15 @@ class Guard:
         now = self.wall()
         new_bans = [record for decision in self.rules.expire(now)
                     if (record := self.ban_decided(decision))]
-        for target, record in list(self.state.bans.items()):
-            if record.expired(now):
-                self.dataplane.unban(target)
-                del self.state.bans[target]
-                self._dirty = True
-                log.info("unban %s: ban of %s expired", target, _duration(record))
+        while self._expiries and self._expiries[0][0] <= now:
+            expires_at, _, target = heapq.heappop(self._expiries)
+            record = self.state.bans.get(target)
+            if record is None or record.expires_at != expires_at:
+                continue            # lifted by hand, or banned again with a new expiry
+            self.dataplane.unban(target)
+            del self.state.bans[target]
+            self._dirty = True
+            log.info("unban %s: ban of %s expired", target, _duration(record))
         if self._dirty and now - self._saved_at >= SAVE_INTERVAL:
             self.save()
         return new_bans
@@ -172,11 +182,17 @@ class Guard:
         if not self._enforce(record, now, self.monotonic_ns()):
             return None
         self.state.bans[target] = record
+        self._schedule(record)
         self.state.ban_counts[target] = self.state.ban_counts.get(target, 0) + 1
         self.counts["bans_total"] += 1
         self._dirty = True
         log.info("ban %s for %s: %s", target, _duration(record), reason)
         return record
+
+    def _schedule(self, record: BanRecord) -> None:
+        if record.expires_at:
+            heapq.heappush(self._expiries,
+                           (record.expires_at, next(self._sequence), record.target))
 
     def _enforce(self, record: BanRecord, now: float, mono: int) -> bool:
         from fastban.dataplane import BanTableFull

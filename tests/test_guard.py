@@ -177,3 +177,19 @@ def test_a_full_table_refuses_and_counts(dataplane, settings_for):
         guard.ban("10.241.1.1")
     assert guard.counts["bans_refused"] == 1
     guard.unban_all()
+
+
+def test_expiry_lifts_bans_of_both_families_in_order_and_skips_rebans(dataplane, settings_for):
+    clock = [5000.0]
+    guard = Guard(settings_for(), dataplane, wall=lambda: clock[0])
+    guard.ban("10.240.0.31", duration=10)
+    guard.ban("fd00:240::31", duration=10)
+    guard.ban("10.240.0.32", duration=20)
+    guard.ban("10.240.0.31", duration=100)          # banned again, longer: must stay
+    clock[0] += 15
+    guard.tick()
+    assert sorted(map(str, guard.state.bans)) == ["10.240.0.31/32", "10.240.0.32/32"]
+    clock[0] += 10
+    guard.tick()
+    assert list(map(str, guard.state.bans)) == ["10.240.0.31/32"]
+    guard.unban_all()
