@@ -127,3 +127,26 @@ def test_a_second_attacker_over_tcp_and_ipv6_is_banned_too(lab, guard):
     rows = {row["target"]: row for row in guard.json("list")["bans"]}
     assert rows[f"{attacker6}/128"]["failures"] == MAXRETRY
     assert settle(lab, attacker6) <= MAXRETRY + 2
+
+
+def test_sighup_reloads_the_settings_and_refuses_a_bad_file(lab, guard):
+    import signal
+    attacker = lab.attacker_address(1)
+    good = guard.config.read_text()
+    guard.config.write_text(good.replace(f"maxretry = {MAXRETRY}", "maxretry = 3"))
+    guard.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "settings reloaded" not in guard.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lab.start_attacker(guesses=20, rate=20, index=1).wait()
+    assert row_for(guard, attacker)["failures"] == 3
+    assert settle(lab, attacker) <= 3 + 2
+
+    guard.config.write_text(good.replace(f"maxretry = {MAXRETRY}", 'maxretry = "ten"'))
+    guard.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reload refused" not in guard.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert 'maxretry: must be a whole number' in guard.log()
+    guard.config.write_text(good)
+    assert guard.process.poll() is None and guard.json("stats")["bans_active"] >= 2
