@@ -13,9 +13,7 @@ from fastban.cli import main
 from fastban.config import load_settings
 from fastban.replay import decode, replay
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tests/ may be a package
-
-from traces import (  # noqa: E402
+from traces import (
     SERVER, SERVER6, T0, Trace, extension_scan, guess_401, guess_403, nat_phones,
     random_addresses, retransmitted_401, wrong_password_phone)
 
