@@ -274,6 +274,13 @@ def _to_target(target):
     raise TypeError(f"expected an ipaddress address or network, got {target!r}")
 
 
+def _lpm_key(network):
+    """The LPM trie key (struct fb_lpm4 or fb_lpm6) of a network."""
+    key = (FbLpm4 if network.version == 4 else FbLpm6)(network.prefixlen)
+    key.addr[:] = network.network_address.packed
+    return key
+
+
 def _lib():
     from bcc.libbcc import lib
     return lib
@@ -577,13 +584,7 @@ class DataPlane:
             key = FbAddr6()
             key.addr[:] = address.packed
             return "bans_v6", key
-        if family == 4:
-            key = FbLpm4(network.prefixlen)
-            key.addr[:] = network.network_address.packed
-            return "ranges_v4", key
-        key = FbLpm6(network.prefixlen)
-        key.addr[:] = network.network_address.packed
-        return "ranges_v6", key
+        return f"ranges_v{family}", _lpm_key(network)
 
     def ban(self, target, expires_ns: int = 0) -> None:
         """Bans an address (exact) or a network (range; a /32 or /128 is exact) until
@@ -659,13 +660,7 @@ class DataPlane:
     @staticmethod
     def _allow_slot(network):
         family, _, net = _to_target(network)
-        if family == 4:
-            key = FbLpm4(net.prefixlen)
-            key.addr[:] = net.network_address.packed
-            return "allow_v4", key
-        key = FbLpm6(net.prefixlen)
-        key.addr[:] = net.network_address.packed
-        return "allow_v6", key
+        return f"allow_v{family}", _lpm_key(net)
 
     def allow(self, network) -> None:
         """Allowlists an address or network: never dropped, even when banned."""
