@@ -27,8 +27,10 @@ venv: $(VENV)/.deps
 build: venv
 	$(PY) setup.py -q build_ext --inplace
 
+# The whole suite with the compiled parser, then the parser-dependent suites on the fallback.
 test: setup
 	$(PYTEST) -q tests
+	FASTBAN_PURE_PYTHON=1 $(PYTEST) -q tests/test_replay.py tests/test_rules.py tests/test_guard.py
 
 demo: setup
 	$(PY) -m fastban.demo
