@@ -1,0 +1,84 @@
+"""The operator's commands fail with one line that says what to do, and the right exit code."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from fastban.admin import format_bans
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fastban(*args, user=None, tmp_path=None):
+    command = [sys.executable, "-m", "fastban", *args]
+    if user:
+        command = ["runuser", "-u", user, "--", *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def test_a_bad_setting_names_it_and_exits_2(tmp_path):
+    result = fastban("run", "--iface", "lo", "--maxretry", "ten")
+    assert result.returncode == 2
+    assert result.stderr.strip() == 'fastban: maxretry: must be a whole number ≥ 1, got "ten"'
+
+
+def test_a_bad_config_file_names_the_setting(tmp_path):
+    config = tmp_path / "fastban.toml"
+    config.write_text('whitelist = "10.0.0.1 not-an-address"\n')
+    result = fastban("list", "--config", str(config))
+    assert result.returncode == 2 and "whitelist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_no_guard_running_for_stats(tmp_path):
+    result = fastban("stats", "--socket", str(tmp_path / "none.sock"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"fastban: no guard is listening on {tmp_path}/none.sock"
+
+
+def test_unknown_interface(kernel, tmp_path):
+    result = fastban("run", "--iface", "fbnosuch0", "--state-file", str(tmp_path / "s"),
+                     "--socket", str(tmp_path / "c.sock"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == "fastban: no network interface named 'fbnosuch0' (see `ip link`)"
+
+
+def test_list_on_an_interface_never_guarded(kernel, tmp_path):
+    result = fastban("list", "--iface", "fbnosuch0", "--socket", str(tmp_path / "c.sock"))
+    assert result.returncode == 1 and "none has left bans on fbnosuch0" in result.stderr
+
+
+def test_without_root_says_so(kernel, tmp_path):
+    if shutil.which("runuser") is None:
+        pytest.skip("runuser is missing")
+    os.chmod(tmp_path, 0o777)
+    result = fastban("run", "--iface", "lo", "--state-file", str(tmp_path / "s"),
+                     "--socket", str(tmp_path / "c.sock"), user="nobody")
+    assert result.returncode == 1
+    assert "needs root" in result.stderr and "sudo" in result.stderr
+
+
+def test_unban_needs_a_target_or_all():
+    result = fastban("unban")
+    assert result.returncode == 2 and "target" in result.stderr.lower()
+
+
+def test_list_table_format():
+    rows = [{"target": "203.0.113.9/32", "reason": "10 failures in 412 s: 10×403",
+             "failures": 10, "banned_at": 1764460800.0, "expires_at": 1764504000.0,
+             "time_left": 3725.0, "packets_dropped": 1234},
+            {"target": "2001:db8::/64", "reason": "banned by hand", "failures": 0,
+             "banned_at": None, "expires_at": 0.0, "time_left": None, "packets_dropped": 0}]
+    lines = format_bans(rows, 0).splitlines()
+    assert lines[0].split() == ["ADDRESS", "BANNED", "AT", "TIME", "LEFT", "DROPPED",
+                                "FAILURES", "REASON"]
+    assert lines[1].split()[:5] == ["203.0.113.9/32", "2025-11-30T00:00:00Z", "1h02m", "1234",
+                                    "10"]
+    assert lines[1].endswith("10 failures in 412 s: 10×403")
+    assert lines[2].split()[:5] == ["2001:db8::/64", "-", "permanent", "0", "0"]
+    assert format_bans([], 0) == "no addresses are blocked"
