@@ -179,5 +179,24 @@ def sh(args, check=True, **kw) -> subprocess.CompletedProcess:
     return result
 
 
+def sweep_pins() -> None:
+    """Removes pinned maps left under BENCH_PIN_ROOT by benchmark processes that are gone."""
+    import re
+    root = Path(BENCH_PIN_ROOT)
+    if not root.is_dir():
+        return
+    alive = {int(p) % 100000 for p in os.listdir("/proc") if p.isdigit()}
+    for directory in sorted(root.rglob("*"), key=lambda p: -len(p.parts)):
+        if not directory.is_dir():
+            continue
+        match = re.fullmatch(r"fb(\d+)[a-z]+\d+", directory.name)
+        if match and int(match.group(1)) not in alive:
+            for entry in directory.iterdir():
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+        with contextlib.suppress(OSError):
+            directory.rmdir()                 # only when empty
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
