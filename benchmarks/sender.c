@@ -1,10 +1,11 @@
 /* fastban benchmark sender: prebuilt Ethernet frames out of one interface, as fast as it can.
  *
- *   sender IFACE FRAMES_FILE MAX_PACKETS MAX_SECONDS [BATCH]
+ *   sender IFACE FRAMES_FILE MAX_PACKETS MAX_SECONDS [BATCH [RATE [QDISC]]]
  *
  * FRAMES_FILE holds the frames back to back, each preceded by its length (u16, little endian);
  * they are sent in turn, round and round, through an AF_PACKET socket (qdisc bypassed) with
- * sendmmsg() in batches of BATCH (default 32). Stops after MAX_PACKETS or MAX_SECONDS, whichever
+ * sendmmsg() in batches of BATCH (default 32), at most RATE packets/s when RATE > 0 (paced per
+ * batch, spinning), through the qdisc and TC egress hooks when QDISC is 1. Stops after MAX_PACKETS or MAX_SECONDS, whichever
  * comes first, and prints one JSON line: {"sent", "errors", "seconds", "utime", "stime"}
  * (its own rusage: the kernel charges it the softirq ticks taken in its context too).
  * Built on the fly by benchmarks/drop_rig.py (gcc -O2); runs inside the sender's namespace.
@@ -37,7 +38,8 @@ static double now(void)
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s IFACE FRAMES_FILE MAX_PACKETS MAX_SECONDS [BATCH]\n", argv[0]);
+        fprintf(stderr, "usage: %s IFACE FRAMES_FILE MAX_PACKETS MAX_SECONDS [BATCH [RATE "
+                "[QDISC]]]\n", argv[0]);
         return 2;
     }
     const char *iface = argv[1];
@@ -46,6 +48,8 @@ int main(int argc, char **argv)
     int batch = argc > 5 ? atoi(argv[5]) : 32;
     if (batch < 1 || batch > MAX_BATCH)
         batch = 32;
+    double rate = argc > 6 ? atof(argv[6]) : 0;
+    int through_qdisc = argc > 7 ? atoi(argv[7]) : 0;
 
     FILE *f = fopen(argv[2], "rb");
     if (!f) {
@@ -77,7 +81,8 @@ int main(int argc, char **argv)
         return 1;
     }
     int one = 1;
-    setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one));
+    if (!through_qdisc)
+        setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one));
     struct sockaddr_ll addr = {0};
     addr.sll_family = AF_PACKET;
     addr.sll_ifindex = if_nametoindex(iface);
@@ -95,6 +100,9 @@ int main(int argc, char **argv)
     int next = 0;
     double start = now(), deadline = start + max_seconds, end;
     while (sent < max_packets) {
+        if (rate > 0)
+            while (now() < start + sent / rate)
+                ;
         int n = batch;
         if (max_packets - sent < n)
             n = (int)(max_packets - sent);

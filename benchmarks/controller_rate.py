@@ -1,0 +1,244 @@
+"""Controller throughput: captured responses per second the guard sustains before events are lost.
+
+Rig: namespace "srv" runs the guard (benchmarks/guard_proc.py: fastban's Service, XDP + TC
+capture on egress, maxretry 10) pinned to CPU 0. benchmarks/sender.c, pinned to CPU 1, sends
+prebuilt "SIP/2.0 403 Forbidden" responses out of the server's veth through the qdisc, so the
+TC egress program sees them as the server's own answers: 131,072 distinct Call-IDs to 13,108
+destinations (each destination is banned at its 10th 403; the 403s keep coming after). The rate
+steps up; at each step, for `seconds`, the guard's own counters (over its control socket) give
+responses captured by the kernel, parsed by the guard and lost by the perf buffer
+(capture_lost). The sustained rate is the highest step with no loss.
+
+    .venv/bin/python -m benchmarks.controller_rate [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import ROOT, log, save_json
+from benchmarks.drop_rig import build_sender
+from benchmarks.time_to_ban import _ipv4_udp_header, _mac
+
+SRV_IP, PEER_IP = "10.234.0.1", "10.234.0.2"
+POOL = ipaddress.IPv4Network("100.64.0.0/10")
+FRAMES = 131_072
+MAXRETRY = 10
+RATES = (2_000, 5_000, 10_000, 20_000, 30_000, 50_000, 100_000, 200_000)
+GUARD_CPU, SENDER_CPU = 0, 1
+
+
+def write_frames(path: Path, src_mac: bytes, dst_mac: bytes) -> None:
+    with open(path, "wb") as f:
+        for n in range(FRAMES):
+            dst = POOL.network_address + 1 + n // MAXRETRY
+            payload = (f"SIP/2.0 403 Forbidden\r\n"
+                       f"Via: SIP/2.0/UDP {dst}:5060;branch=z9hG4bK-{n};received={dst}\r\n"
+                       f"From: <sip:100@{SRV_IP}>;tag=f{n}\r\nTo: <sip:100@{SRV_IP}>;tag=t{n}\r\n"
+                       f"Call-ID: rate-{n}\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+                       ).encode()
+            frame = _ipv4_udp_header(ipaddress.IPv4Address(SRV_IP).packed, dst.packed,
+                                     len(payload), src_mac, dst_mac) + payload
+            f.write(struct.pack("<H", len(frame)) + frame)
+
+
+class _NullDataPlane:
+    """Just enough of DataPlane for a Guard with no kernel: bans go to a dict."""
+
+    def __init__(self):
+        self.banned = {}
+
+    def allowed(self):
+        return []
+
+    def allow(self, network):
+        pass
+
+    def disallow(self, network):
+        return True
+
+    def set_sip_ports(self, ports):
+        pass
+
+    def set_scope(self, ports):
+        pass
+
+    def purge_expired(self):
+        return 0
+
+    def bans(self, include_expired=False):
+        return []
+
+    def ban(self, target, expires_ns=0):
+        self.banned[target] = expires_ns
+
+    def unban(self, target):
+        return self.banned.pop(target, None) is not None
+
+    def counters(self):
+        return {}
+
+
+def stage_costs(count: int = 50_000) -> dict:
+    """Microseconds per response of each user-space stage, run alone in this process on the
+    same 403s the rig sends: perf record -> CapturedResponse (dataplane.decode_capture), the
+    parser (batches of 64), the failure rules, and Guard.handle_responses as a whole (parser +
+    rules + ban records, with a map-less data plane)."""
+    import ctypes
+    from fastban import sip
+    from fastban.config import load_settings
+    from fastban.dataplane import FbCaptureMeta, decode_capture
+    from fastban.guard import Guard
+    from fastban.rules import FailureRules
+
+    with tempfile.TemporaryDirectory(prefix="fbstage-") as workdir:
+        path = Path(workdir) / "f"
+        write_frames(path, b"\2" * 6, b"\4" * 6)
+        raw, data = [], path.read_bytes()
+        offset = 0
+        while offset < len(data) and len(raw) < count:
+            (length,) = struct.unpack_from("<H", data, offset)
+            frame = data[offset + 2:offset + 2 + length]
+            offset += 2 + length
+            meta = FbCaptureMeta(ktime_ns=1, sport=5060, dport=5060, status=403,
+                                 payload_off=42, cap_len=len(frame), family=4, protocol=17)
+            ctypes.memmove(meta.saddr, frame[26:30], 4)
+            ctypes.memmove(meta.daddr, frame[30:34], 4)
+            raw.append(bytes(meta) + frame)
+        out = {"responses": len(raw)}
+        t0 = time.perf_counter()
+        captured = [decode_capture(r) for r in raw]
+        out["decode_capture_us"] = (time.perf_counter() - t0) / len(raw) * 1e6
+        payloads = [c.payload for c in captured]
+        t0 = time.perf_counter()
+        messages = []
+        for i in range(0, len(payloads), 64):
+            messages += sip.parse_batch(payloads[i:i + 64])
+        out["parse_batch_us"] = (time.perf_counter() - t0) / len(raw) * 1e6
+        settings = load_settings(None, {"maxretry": MAXRETRY,
+                                        "state_file": os.path.join(workdir, "s.msgpack"),
+                                        "control_socket": os.path.join(workdir, "c.sock")})
+        rules = FailureRules(settings.rule_settings())
+        now = time.time()
+        t0 = time.perf_counter()
+        for c, m in zip(captured, messages):
+            rules.observe(now, c.dst, m)
+        out["rules_us"] = (time.perf_counter() - t0) / len(raw) * 1e6
+        try:
+            guard = Guard(settings, _NullDataPlane())
+            t0 = time.perf_counter()
+            for i in range(0, len(captured), 64):
+                guard.handle_responses(captured[i:i + 64])
+            out["guard_handle_responses_us"] = (time.perf_counter() - t0) / len(raw) * 1e6
+        except Exception as error:              # the Guard's interface moved on
+            out["guard_handle_responses_us"] = None
+            out["guard_error"] = repr(error)
+    out["parser"] = sip.IMPLEMENTATION
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def _stats(client) -> dict:
+    return client.call("stats")
+
+
+def run(quick: bool = False, seconds: float = 3.0) -> dict:
+    from fastban import control, netns
+
+    rates = RATES
+    if quick:
+        seconds, rates = 2.0, (5_000, 10_000, 25_000, 200_000)
+    results = {"seconds_per_step": seconds, "steps": []}
+    sender = build_sender()
+    with netns.Lab() as lab, tempfile.TemporaryDirectory(prefix="fbrate-") as workdir:
+        srv, peer = lab.namespace("srv"), lab.namespace("peer")
+        link = lab.link(srv, peer, f"{SRV_IP}/24", f"{PEER_IP}/24")
+        frames = Path(workdir) / "responses.frames"
+        write_frames(frames, _mac(srv, link.a), _mac(peer, link.b))
+        guard = subprocess.Popen(
+            srv.nsenter(["taskset", "-c", str(GUARD_CPU), sys.executable, "-m",
+                         "benchmarks.guard_proc", link.a, workdir, "--maxretry", str(MAXRETRY)]),
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            ready, _, _ = select.select([guard.stdout], [], [], 120)
+            line = guard.stdout.readline() if ready else ""
+            if not line.startswith("ready"):
+                guard.kill()
+                raise RuntimeError(f"the guard did not start: {line} {guard.stderr.read()}")
+            client = control.Client(os.path.join(workdir, "control.sock"))
+            for rate in rates:
+                log(f"controller_rate: {rate} responses/s for {seconds} s")
+                before = _stats(client)
+                t0 = time.monotonic()
+                out = srv.run(["taskset", "-c", str(SENDER_CPU), str(sender), link.a,
+                               str(frames), str(int(rate * seconds)), str(seconds + 5), "32",
+                               str(rate), "1"], timeout=seconds + 60).stdout
+                sent = json.loads(out)
+                during = _stats(client)
+                # let the guard drain what it has queued, up to 5 s
+                deadline, after = time.monotonic() + 5, during
+                while time.monotonic() < deadline:
+                    time.sleep(0.25)
+                    latest = _stats(client)
+                    if latest["responses_parsed"] == after["responses_parsed"]:
+                        break
+                    after = latest
+                step = {
+                    "offered_per_s": round(sent["sent"] / sent["seconds"]),
+                    "sent": sent["sent"],
+                    "captured": after["responses_captured"] - before["responses_captured"],
+                    "parsed": after["responses_parsed"] - before["responses_parsed"],
+                    "parsed_during_send": during["responses_parsed"] - before["responses_parsed"],
+                    "lost": after["events_lost"] - before["events_lost"],
+                    "send_seconds": sent["seconds"],
+                    "drain_seconds": round(time.monotonic() - t0 - sent["seconds"], 2),
+                }
+                step["parsed_per_s_during_send"] = round(step["parsed_during_send"] /
+                                                         sent["seconds"])
+                step["lossless"] = step["lost"] == 0 and step["parsed"] >= step["sent"]
+                step["lost_share"] = round(step["lost"] / max(1, step["sent"]), 4)
+                results["steps"].append(step)
+                if step["lost"] > 0.05 * step["sent"]:
+                    break
+            results["final_stats"] = _stats(client)
+            client.close()
+        finally:
+            if guard.poll() is None:
+                guard.send_signal(signal.SIGTERM)
+                try:
+                    guard.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    guard.kill()
+                    guard.wait()
+    log("controller_rate: stage costs alone")
+    results["stages_alone"] = stage_costs()
+    lossless = [s["offered_per_s"] for s in results["steps"] if s["lossless"]]
+    results["sustained_per_s"] = max(lossless, default=0)
+    results["target_met"] = results["sustained_per_s"] >= 200_000
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    results = run(quick=args.quick)
+    save_json("controller_rate", results)
+    for step in results["steps"]:
+        print(step)
+    print("user-space stages alone (us per response):", results["stages_alone"])
+    print("sustained without loss:", results["sustained_per_s"], "responses/s")
+
+
+if __name__ == "__main__":
+    main()
