@@ -1,0 +1,370 @@
+"""`make bench`: runs every benchmark, prints one table, writes JSON, PNG plots and RESULTS.md.
+
+Each part runs in its own process (python -m benchmarks.<part>) and writes
+benchmarks/results/<part>.json; a part that fails is reported and the others still run. Then the
+table (each figure against its target) is printed and written to benchmarks/RESULTS.md with the
+machine it ran on; plots go to benchmarks/results/*.png (when matplotlib is installed).
+
+    .venv/bin/python -m benchmarks.run                 # everything, ~10-15 minutes
+    .venv/bin/python -m benchmarks.run --quick         # shorter runs, same table
+    .venv/bin/python -m benchmarks.run --only xdp_cost,scale
+    .venv/bin/python -m benchmarks.run --report        # table from the JSON already there
+
+Needs root (BPF, namespaces), gcc, nft, ipset, iptables; uses only namespaces it creates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+from benchmarks.common import HERE, RESULTS, ROOT, log, machine, save_json, sweep_pins
+
+PARTS = ("xdp_cost", "drop_rig", "time_to_ban", "parser", "controller_rate", "scale")
+TIMEOUTS = {"xdp_cost": 300, "drop_rig": 900, "time_to_ban": 600, "parser": 600,
+            "controller_rate": 600, "scale": 900}
+
+
+def run_part(part: str, quick: bool) -> dict:
+    started = time.monotonic()
+    if part == "parser":
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               str(HERE / "test_parser_bench.py"), str(HERE / "test_rules_bench.py"),
+               "--benchmark-only", f"--benchmark-json={RESULTS / 'parser_raw.json'}"]
+        if quick:
+            cmd += ["--benchmark-max-time=0.2", "--benchmark-min-rounds=3"]
+    else:
+        cmd = [sys.executable, "-m", f"benchmarks.{part}"] + (["--quick"] if quick else [])
+    log(f"run: {part}: {' '.join(cmd[2:])}")
+    try:
+        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                                timeout=TIMEOUTS[part])
+    except subprocess.TimeoutExpired:
+        return {"part": part, "ok": False, "error": f"timed out after {TIMEOUTS[part]} s"}
+    took = round(time.monotonic() - started, 1)
+    (RESULTS / f"{part}.log").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        return {"part": part, "ok": False, "seconds": took, "error": " | ".join(tail)}
+    if part == "parser":
+        _parser_json()
+    return {"part": part, "ok": True, "seconds": took}
+
+
+def _parser_json() -> None:
+    raw = json.loads((RESULTS / "parser_raw.json").read_text())
+    rows = {}
+    for bench in raw["benchmarks"]:
+        info = bench.get("extra_info", {})
+        rows[bench["name"]] = {"responses_per_s": info.get("responses_per_second"),
+                               "ops_per_s": round(bench["stats"]["ops"]),
+                               "median_s": bench["stats"]["median"], **info}
+    save_json("parser", rows)
+
+
+def _load(part: str):
+    path = RESULTS / f"{part}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(value, unit="") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and value != int(value):
+        text = f"{value:,.1f}" if abs(value) < 1000 else f"{value:,.0f}"
+    else:
+        text = f"{int(value):,}"
+    return f"{text}{unit}"
+
+
+def _mark(met) -> str:
+    return {True: "yes", False: "**no**", None: "-"}[met]
+
+
+def table() -> list[tuple]:
+    """(measure, figure, target, met) rows from the JSON results present."""
+    rows = []
+    for section in (_xdp_rows, _drop_rows, _ttb_rows, _parser_rows, _controller_rows,
+                    _scale_rows):
+        try:
+            section(rows)
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            rows.append((f"{section.__name__[1:-5]}: results unreadable", repr(error), "", None))
+    return rows
+
+
+def _xdp_rows(rows):
+    x = _load("xdp_cost")
+    if x:
+        s = x["summary"]
+        levels = {row["bans"]: row for row in x["levels"]}
+        for case in ("v4_banned", "v4_unbanned", "v6_banned", "v6_unbanned"):
+            v = s[case]
+            rows.append((f"XDP cost per packet, {case.replace('_', ' ')}, 1M bans "
+                         f"(BPF_PROG_TEST_RUN, {x['repeat']:,} repeats)",
+                         f"{v['at_1M']} ns ({v['ratio_1M_to_10']}x of 10 bans; "
+                         f"{v['net_at_1M']} ns net of an empty program)",
+                         "<= 60 ns, <= 1.3x", v["at_1M"] <= 60 and v["ratio_1M_to_10"] <= 1.3))
+        rows.append(("XDP cost, empty XDP program (harness floor)",
+                     f"{levels[max(levels)]['empty_program_ns']} ns", "", None))
+        parts = x.get("parts_ns", {})
+        if parts:
+            rows.append(("XDP pieces alone: bpf_ktime_get_ns / coarse / hash hit (1M) / "
+                         "empty LPM / pass",
+                         " / ".join(str(parts.get(k, "n/a")) for k in
+                                    ("ktime", "ktime_coarse", "hash_hit", "lpm_empty", "pass"))
+                         + " ns", "", None))
+
+
+def _drop_rows(rows):
+    d = _load("drop_rig")
+    if d:
+        drop = d["drop"]
+        for name, row in drop.items():
+            rows.append((f"Drop test (10k banned senders), {name}",
+                         f"{_fmt(row['pps'])} pkt/s ({row['pps_vs_nft_netdev']}x nft-netdev); "
+                         f"softirq {row['softirq_s_per_mpkt']} s/Mpkt "
+                         f"({row['softirq_vs_nft_netdev']}x); sender share "
+                         f"{row['sender_share']}",
+                         ">= nft set and ipset" if name.startswith("xdp-native") else "",
+                         (row["pps"] >= max(drop[n]["pps"] for n in
+                                            ("nft-netdev", "nft-input", "ipset")))
+                         if name.startswith("xdp-") else None))
+        for size, rows_h in d["honest"].items():
+            for name, row in rows_h.items():
+                target, met = "", None
+                if str(size) == "10000" and name.startswith("xdp-native"):
+                    target = ">= 20x f2b, >= 0.9x none"
+                    met = row["vs_f2b"] >= 20 and row["vs_no_filter"] >= 0.9
+                rows.append((f"Honest traffic, {int(size):,} bans, {name}",
+                             f"{_fmt(row['pps'])} pkt/s ({row['vs_no_filter']}x none, "
+                             f"{row['vs_f2b']}x f2b)", target, met))
+
+
+def _ttb_rows(rows):
+    t = _load("time_to_ban")
+    if t:
+        for sched in ("other", "fifo"):
+            r = t.get(sched)
+            if not r:
+                continue
+            lat, after = r["time_to_ban_us"], r["packets_after_threshold"]
+            rows.append((f"Time to ban, guard {sched} scheduling ({r['banned']}/{t['attackers']}"
+                         f" banned)", f"p50 {_fmt(lat['p50'])} us, p99 {_fmt(lat['p99'])} us",
+                         "p99 <= 1 ms", lat["p99"] <= 1000))
+            rows.append((f"Attacker packets after the threshold / after the map write "
+                         f"({sched}; probe every {t['probe_interval_us']} us)",
+                         f"p50 {_fmt(after['p50'])}, p99 {_fmt(after['p99'])} / p99 "
+                         f"{_fmt(r['packets_after_decision']['p99'])}", "<= 1",
+                         after["p99"] <= 1))
+            st = r.get("stages_us", {})
+            if st:
+                rows.append((f"Time to ban stages p50 ({sched}): wire->Python, Python->map "
+                             f"write, map write",
+                             " / ".join(f"{_fmt(st[k]['p50'])} us" for k in
+                                        ("wire_to_python_us", "python_to_map_write_us",
+                                         "map_write_us") if k in st), "", None))
+
+
+def _parser_rows(rows):
+    p = _load("parser")
+    if p:
+        for name, row in p.items():
+            if row.get("responses_per_s") and "parse" in name:
+                target = ">= 1M/s" if "batch[cython]" in name else ""
+                met = row["responses_per_s"] >= 1_000_000 if target else None
+                rows.append((f"Parser {name}", f"{_fmt(row['responses_per_s'])} responses/s",
+                             target, met))
+        for name, row in p.items():
+            if "parse" not in name:
+                units = [k for k in row if k.endswith("_per_second")]
+                figure = (" ".join(f"{_fmt(row[k])} {k.replace('_per_second', '')}/s"
+                                   for k in units) or f"{_fmt(row['ops_per_s'])} ops/s")
+                rows.append((f"Rules bench (by its owner) {name}", figure, "", None))
+
+
+def _controller_rows(rows):
+    c = _load("controller_rate")
+    if c:
+        steps = ", ".join(f"{_fmt(s['offered_per_s'])}: lost {s['lost_share']:.1%}"
+                          for s in c["steps"])
+        rows.append(("Controller: captured responses/s sustained with no loss",
+                     f"{_fmt(c['sustained_per_s'])}/s (offered: {steps})", ">= 200k/s",
+                     c["target_met"]))
+        st = c.get("stages_alone", {})
+        if st:
+            rows.append(("Controller stages alone, us/response: decode, parse, rules, "
+                         "Guard.handle_responses",
+                         f"{st.get('decode_capture_us')} / {st.get('parse_batch_us')} / "
+                         f"{st.get('rules_us')} / {st.get('guard_handle_responses_us')}", "",
+                         None))
+
+
+def _scale_rows(rows):
+    s = _load("scale")
+    if s:
+        n = s["bans"]
+        rows += [
+            (f"Map memory, {n:,} IPv4 bans (capacity 1,048,576)",
+             f"{s['map_memlock_bytes'] / 2**20:.1f} MiB ({s['map_bytes_per_ban']} B/ban + "
+             f"{s['map_memlock_empty'] / 2**20:.1f} MiB empty)", "", None),
+            (f"Controller memory growth, {n:,} bans",
+             f"{s['controller_rss_growth_bytes'] / 2**20:.0f} MiB "
+             f"({s['controller_bytes_per_ban']} B/ban)", "", None),
+            ("Ban rate: DataPlane.ban / controller (rules path)",
+             f"{_fmt(s['dataplane_ban_per_s'])}/s / {_fmt(s['controller_ban_per_s'])}/s", "",
+             None),
+            ("Unban rate: DataPlane.unban", f"{_fmt(s['dataplane_unban_per_s'])}/s", "", None),
+            (f"Expiring {n:,} bans (one Guard.tick)",
+             f"{s['expire_all_seconds']} s ({_fmt(s['expired_per_s'])}/s)", "", None),
+            (f"State save with {n:,} bans", f"{s['state_save_seconds']} s, "
+             f"{s['state_file_bytes'] / 2**20:.0f} MiB", "", None),
+            (f"Ban / unban by hand with {n:,} bans (each saves the state)",
+             f"{s['guard_ban_by_hand_seconds_each'][0]} s / "
+             f"{s['guard_unban_by_hand_seconds_each'][0]} s", "", None),
+            (f"DataPlane.bans() listing {n:,}", f"{s['list_bans_seconds']} s", "", None),
+        ]
+
+
+def render(rows: list[tuple]) -> str:
+    lines = ["| measure | figure | target | met |", "|---|---|---|---|"]
+    for measure, figure, target, met in rows:
+        lines.append(f"| {measure} | {figure} | {target} | {_mark(met) if target else ''} |")
+    return "\n".join(lines)
+
+
+def plots() -> list[str]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    made = []
+    x = _load("xdp_cost")
+    if x:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        bans = [max(r["bans"], 1) for r in x["levels"]]
+        for case in ("v4_banned", "v4_unbanned", "v6_banned", "v6_unbanned"):
+            ax.plot(bans, [r[f"{case}_ns"] for r in x["levels"]], marker="o", label=case)
+        ax.plot(bans, [r["empty_program_ns"] for r in x["levels"]], "k--", label="empty prog")
+        ax.axhline(60, color="red", lw=0.8, label="target 60 ns")
+        ax.set_xscale("log")
+        ax.set_xlabel("bans per family (0 plotted at 1)")
+        ax.set_ylabel("ns per packet (BPF_PROG_TEST_RUN)")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(RESULTS / "xdp_cost.png", dpi=110)
+        made.append("xdp_cost.png")
+    d = _load("drop_rig")
+    if d:
+        fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+        names = list(d["drop"])
+        axes[0].barh(names, [d["drop"][n]["pps"] / 1e3 for n in names])
+        axes[0].set_xlabel("dropped kpkt/s (10k banned senders)")
+        for ax, size in zip(axes[1:], d["honest"]):
+            rows = d["honest"][size]
+            names = list(rows)
+            ax.barh(names, [rows[n]["pps"] / 1e3 for n in names])
+            ax.set_xscale("log")
+            ax.set_xlabel(f"honest kpkt/s delivered, {int(size):,} bans")
+        fig.tight_layout()
+        fig.savefig(RESULTS / "drop_rig.png", dpi=110)
+        made.append("drop_rig.png")
+    t = _load("time_to_ban")
+    if t:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for sched in ("other", "fifo"):
+            r = t.get(sched)
+            if not r:
+                continue
+            lat = sorted(p["first_dropped_ns"] / 1000 for p in r["per_attacker"] if p["banned"])
+            ax.plot(lat, [(i + 1) / len(lat) for i in range(len(lat))], label=sched)
+        ax.axvline(1000, color="red", lw=0.8, label="target p99 1 ms")
+        ax.set_xscale("log")
+        ax.set_xlabel("time to ban, us (N-th 403 sent -> first dropped probe)")
+        ax.set_ylabel("share of bans")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(RESULTS / "time_to_ban.png", dpi=110)
+        made.append("time_to_ban.png")
+    c = _load("controller_rate")
+    if c:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        offered = [s["offered_per_s"] for s in c["steps"]]
+        ax.plot(offered, [s["parsed_per_s_during_send"] for s in c["steps"]], marker="o",
+                label="parsed/s while sending")
+        ax.plot(offered, offered, "k:", label="offered")
+        ax.set_xlabel("offered responses/s")
+        ax.set_ylabel("responses/s")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(RESULTS / "controller_rate.png", dpi=110)
+        made.append("controller_rate.png")
+    return made
+
+
+def write_results_md(rows, runs, info) -> None:
+    m = info
+    text = [
+        "# fastban benchmark results",
+        "",
+        f"Latest `make bench` ({'quick' if runs.get('quick') else 'full'} run): {m['date']} on "
+        f"{m['host']}: {m['cpus']} vCPU {m['cpu']}, {m['memory_mib']:,} MiB, kernel "
+        f"{m['kernel']}, Python {m['python']}. The machine was shared with other work while it "
+        f"ran: absolute figures are noisy; each comparison ran side by side in one run.",
+        "",
+        "How each figure is made: see the docstring at the top of each script in benchmarks/; "
+        "raw figures in benchmarks/results/*.json (not committed).",
+        "",
+        render(rows),
+        "",
+        "Parts: " + ", ".join(f"{r['part']} {'ok' if r['ok'] else 'FAILED: ' + r['error']}"
+                              f" ({r.get('seconds', '?')} s)" for r in runs.get("parts", [])),
+        "",
+    ]
+    (HERE / "RESULTS.md").write_text("\n".join(text))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--only", help=f"comma-separated parts of {','.join(PARTS)}")
+    parser.add_argument("--report", action="store_true",
+                        help="no runs: table, plots and RESULTS.md from the JSON there")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    runs = {"quick": args.quick, "parts": []}
+    if not args.report:
+        sweep_pins()
+        parts = args.only.split(",") if args.only else PARTS
+        for part in parts:
+            if part not in PARTS:
+                print(f"unknown part {part!r}; parts: {', '.join(PARTS)}", file=sys.stderr)
+                return 2
+        for part in parts:
+            runs["parts"].append(run_part(part, args.quick))
+            sweep_pins()
+        save_json("runs", runs)
+    else:
+        runs = _load("runs") or runs
+    info = machine()
+    rows = table()
+    save_json("summary", {"machine": info, "runs": runs, "table": rows})
+    print(render(rows))
+    made = plots()
+    if made:
+        print("plots:", ", ".join(str(RESULTS / p) for p in made))
+    write_results_md(rows, runs, info)
+    failed = [r for r in runs["parts"] if not r["ok"]]
+    for r in failed:
+        print(f"FAILED {r['part']}: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
