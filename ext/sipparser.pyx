@@ -250,12 +250,67 @@ cdef inline bint _ieq(cptr a, const char* lit, Py_ssize_t n) noexcept:
     return True
 
 
+cdef inline Py_ssize_t _until(cptr p, Py_ssize_t i, Py_ssize_t e, unsigned char c) noexcept:
+    """Index of the first c in p[i:e], or e."""
+    while i < e and p[i] != c:
+        i += 1
+    return i
+
+
 cdef inline Py_ssize_t _find(cptr p, Py_ssize_t i, Py_ssize_t e, unsigned char c) noexcept:
     while i < e:
         if p[i] == c:
             return i
         i += 1
     return -1
+
+
+cdef inline Py_ssize_t _skip_ws(cptr p, Py_ssize_t i, Py_ssize_t e) noexcept:
+    """Index of the first byte of p[i:e] that is not SP/HT, or e."""
+    while i < e and _isws(p[i]):
+        i += 1
+    return i
+
+
+cdef inline void _trim(cptr p, Py_ssize_t* s, Py_ssize_t* e) noexcept:
+    """Narrow p[s:e] (in place) to leave out leading and trailing SP/HT."""
+    cdef Py_ssize_t a = _skip_ws(p, s[0], e[0]), b = e[0]
+    while b > a and _isws(p[b - 1]):
+        b -= 1
+    s[0] = a
+    e[0] = b
+
+
+cdef inline Py_ssize_t _next_item(cptr v, Py_ssize_t i, Py_ssize_t n, unsigned char sep,
+                                  Py_ssize_t* s, Py_ssize_t* e) noexcept:
+    """The item v[i:j] up to the next sep (or n): returns j; s, e get its bounds trimmed."""
+    s[0] = i
+    i = _until(v, i, n, sep)
+    e[0] = i
+    _trim(v, s, e)
+    return i
+
+
+cdef struct _Param:
+    Py_ssize_t ns, ne       # name, trimmed
+    Py_ssize_t vs, ve       # value after the first '=', trimmed (empty when there is no '=')
+    bint has_value          # there is an '='
+
+
+cdef inline Py_ssize_t _next_param(cptr v, Py_ssize_t i, Py_ssize_t n, _Param* p) noexcept:
+    """The parameter v[i:j] up to the next ';' (or n): returns j; p gets name and value."""
+    cdef Py_ssize_t e = _until(v, i, n, 59), eq = _until(v, i, e, 61)
+    p.ns = i
+    p.ne = eq
+    _trim(v, &p.ns, &p.ne)
+    p.has_value = eq < e
+    if p.has_value:
+        p.vs = eq + 1
+        p.ve = e
+        _trim(v, &p.vs, &p.ve)
+    else:
+        p.vs = p.ve = e
+    return e
 
 
 cdef inline bint _word_flagged(uint64_t w) noexcept:
@@ -295,32 +350,16 @@ cdef inline Py_ssize_t _line(cptr p, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t* n
 
 cdef int _parse_params_via(SipMessage m, cptr v, Py_ssize_t i, Py_ssize_t n) except -1:
     """Parameters after the ';' at v[i-1], split on ';'."""
-    cdef Py_ssize_t s, e, eq, ns, ne, vs, ve
+    cdef Py_ssize_t ns, ne, vs, ve
+    cdef _Param pr
     cdef bint seen_branch = False, seen_received = False, seen_rport = False
     cdef long port
     while True:
-        s = i
-        while i < n and v[i] != 59:
-            i += 1
-        e = i
-        eq = s
-        while eq < e and v[eq] != 61:
-            eq += 1
-        ns = s
-        ne = eq
-        while ns < ne and _isws(v[ns]):
-            ns += 1
-        while ne > ns and _isws(v[ne - 1]):
-            ne -= 1
-        if eq < e:
-            vs = eq + 1
-            ve = e
-            while vs < ve and _isws(v[vs]):
-                vs += 1
-            while ve > vs and _isws(v[ve - 1]):
-                ve -= 1
-        else:
-            vs = ve = e
+        i = _next_param(v, i, n, &pr)
+        ns = pr.ns
+        ne = pr.ne
+        vs = pr.vs
+        ve = pr.ve
         if ne - ns == 6 and _ieq(v + ns, b"branch", 6):
             if not seen_branch:
                 seen_branch = True
@@ -347,8 +386,7 @@ cdef int _parse_top_via(SipMessage m, cptr v, Py_ssize_t n) except -1:
     cdef Py_ssize_t i = 0, k, start, ts = 0, te = 0, hs, he, j
     cdef long port = 0
     for k in range(3):
-        while i < n and _isws(v[i]):
-            i += 1
+        i = _skip_ws(v, i, n)
         start = i
         while i < n and _TOK[v[i]]:
             i += 1
@@ -356,8 +394,7 @@ cdef int _parse_top_via(SipMessage m, cptr v, Py_ssize_t n) except -1:
             return 0
         ts = start
         te = i
-        while i < n and _isws(v[i]):
-            i += 1
+        i = _skip_ws(v, i, n)
         if k < 2:
             if i >= n or v[i] != 47:
                 return 0
@@ -376,12 +413,9 @@ cdef int _parse_top_via(SipMessage m, cptr v, Py_ssize_t n) except -1:
         he = i
     if he == hs:
         return 0
-    while i < n and _isws(v[i]):
-        i += 1
+    i = _skip_ws(v, i, n)
     if i < n and v[i] == 58:
-        i += 1
-        while i < n and _isws(v[i]):
-            i += 1
+        i = _skip_ws(v, i + 1, n)
         start = i
         while i < n and _isdigit(v[i]):
             i += 1
@@ -390,8 +424,7 @@ cdef int _parse_top_via(SipMessage m, cptr v, Py_ssize_t n) except -1:
         port = _number(v + start, i - start)
         if port > 65535:
             return 0
-        while i < n and _isws(v[i]):
-            i += 1
+        i = _skip_ws(v, i, n)
     if i < n and v[i] != 59:
         return 0
     m._set(F_VIA_TRANSPORT, v + ts, te - ts)
@@ -402,9 +435,10 @@ cdef int _parse_top_via(SipMessage m, cptr v, Py_ssize_t n) except -1:
     return 0
 
 
-cdef int _parse_addr(SipMessage m, cptr v, Py_ssize_t n, bint is_to) except -1:
-    """From/To value (stripped) -> user and tag."""
-    cdef Py_ssize_t i, lt, gt, us, ue, ps, pe, semi, colon, at, s, e, eq, ns, ne, vs, ve
+cdef int _parse_addr(SipMessage m, cptr v, Py_ssize_t n, int f_user, int f_tag) except -1:
+    """From/To value (stripped) -> user and tag, into fields f_user and f_tag."""
+    cdef Py_ssize_t i, lt, gt, us, ue, ps, pe, semi, colon, at, e
+    cdef _Param pr
     cdef unsigned char c
     if n > 0 and v[0] == 34:
         i = 1
@@ -449,41 +483,17 @@ cdef int _parse_addr(SipMessage m, cptr v, Py_ssize_t n, bint is_to) except -1:
             e = _find(v, colon + 1, at, 58)
             if e < 0:
                 e = at
-            if is_to:
-                m._set(F_TO_USER, v + colon + 1, e - colon - 1)
-            else:
-                m._set(F_FROM_USER, v + colon + 1, e - colon - 1)
+            m._set(f_user, v + colon + 1, e - colon - 1)
     # tag: the parameters after the first ';'
     i = _find(v, ps, pe, 59)
     if i < 0:
         return 0
     i += 1
     while True:
-        s = i
-        while i < pe and v[i] != 59:
-            i += 1
-        e = i
-        eq = s
-        while eq < e and v[eq] != 61:
-            eq += 1
-        ns = s
-        ne = eq
-        while ns < ne and _isws(v[ns]):
-            ns += 1
-        while ne > ns and _isws(v[ne - 1]):
-            ne -= 1
-        if ne - ns == 3 and _ieq(v + ns, b"tag", 3):
-            if eq < e:
-                vs = eq + 1
-                ve = e
-                while vs < ve and _isws(v[vs]):
-                    vs += 1
-                while ve > vs and _isws(v[ve - 1]):
-                    ve -= 1
-                if is_to:
-                    m._set(F_TO_TAG, v + vs, ve - vs)
-                else:
-                    m._set(F_FROM_TAG, v + vs, ve - vs)
+        i = _next_param(v, i, pe, &pr)
+        if pr.ne - pr.ns == 3 and _ieq(v + pr.ns, b"tag", 3):
+            if pr.has_value:
+                m._set(f_tag, v + pr.vs, pr.ve - pr.vs)
             return 0
         if i >= pe:
             return 0
@@ -540,14 +550,7 @@ cdef int _header(SipMessage m, int hid, cptr v, Py_ssize_t n, unsigned int* seen
     if hid == H_VIA:
         i = 0
         while True:
-            s = i
-            while i < n and v[i] != 44:
-                i += 1
-            e = i
-            while s < e and _isws(v[s]):
-                s += 1
-            while e > s and _isws(v[e - 1]):
-                e -= 1
+            i = _next_item(v, i, n, 44, &s, &e)
             if e > s:
                 m.via_count += 1
                 if m.via_count == 1:
@@ -578,16 +581,15 @@ cdef int _header(SipMessage m, int hid, cptr v, Py_ssize_t n, unsigned int* seen
             i += 1
         if i > 0:
             m.cseq = _number(v, i)
-            while i < n and _isws(v[i]):
-                i += 1
+            i = _skip_ws(v, i, n)
             s = i
             while i < n and not _isws(v[i]):
                 i += 1
             m._set(F_CSEQ_METHOD, v + s, i - s)
     elif hid == H_FROM:
-        _parse_addr(m, v, n, False)
+        _parse_addr(m, v, n, F_FROM_USER, F_FROM_TAG)
     elif hid == H_TO:
-        _parse_addr(m, v, n, True)
+        _parse_addr(m, v, n, F_TO_USER, F_TO_TAG)
     elif hid == H_UA:
         m._set(F_USER_AGENT, v, n)
     elif hid == H_SERVER:
@@ -641,10 +643,7 @@ cdef int _parse(SipMessage m, cptr p, Py_ssize_t n) except -2:
         m.status = (p[8] - 48) * 100 + (p[9] - 48) * 10 + (p[10] - 48)
         rs = 12
         re_ = le
-        while rs < re_ and _isws(p[rs]):
-            rs += 1
-        while re_ > rs and _isws(p[re_ - 1]):
-            re_ -= 1
+        _trim(p, &rs, &re_)
         m._set(F_REASON, p + rs, re_ - rs)
     else:
         sp1 = _find(p, 0, le, 32)
