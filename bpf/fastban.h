@@ -74,7 +74,7 @@ struct fb_capture_meta {
 };
 
 /* Per-CPU counters (index into the "counters" map). */
-#define FB_CNT_SEEN             0   /* frames seen by XDP */
+#define FB_CNT_SEEN             0   /* unused: user space reports seen = passed + dropped */
 #define FB_CNT_PASSED           1
 #define FB_CNT_DROPPED          2
 #define FB_CNT_ALLOWLISTED      3   /* passed because the source is allowlisted */
@@ -86,6 +86,8 @@ struct fb_capture_meta {
 /* Config array (index into the "config" map, __u32 values). */
 #define FB_CFG_SCOPE_PORTS      0   /* 1 = drop only traffic to ports in scope_ports */
 #define FB_CFG_COUNT_404        1   /* 1 = forward 404 responses too */
+#define FB_CFG_RANGES_V4        2   /* 1 = ranges_v4 may hold bans (else XDP skips the trie) */
+#define FB_CFG_RANGES_V6        3   /* 1 = ranges_v6 may hold bans */
 #define FB_CFG_MAX              4
 
 #define FB_DIR_EGRESS           0

@@ -1,7 +1,11 @@
 /* fastban XDP program: drops frames whose source address is banned, on the guarded interface.
  *
- * Order: allowlist (LPM) first, always wins; then the exact maps (hash), then the ranges
- * (LPM). A ban whose expires_ns has passed is ignored, so bans lapse with no process running.
+ * Order: the exact map (hash), then the ranges (LPM, looked up only while user space has
+ * flagged that the family has range bans); a match that is in scope is then checked against
+ * the allowlist (LPM), which always wins. Checking the allowlist after a match gives the same
+ * verdicts as checking it first, and keeps the unbanned packet's path to one hash lookup.
+ * A ban whose expires_ns has passed is ignored, so bans lapse with no process running; the
+ * clock is read only for a ban that has an expiry.
  * With scope "ports" (config FB_CFG_SCOPE_PORTS), only TCP/UDP traffic to a port in
  * scope_ports is dropped. 802.1Q and QinQ tags are skipped; non-IP frames pass.
  * Loaded by fastban/dataplane.py, which compiles fastban.h + this file + tc_capture.c as one.
@@ -29,9 +33,9 @@ BPF_TABLE_PINNED("lpm_trie", struct fb_lpm6, __u32, allow_v6, FB_CAPACITY,
 BPF_TABLE_PINNED("hash", __u16, __u8, scope_ports, FB_PORT_ENTRIES,
                  FB_PIN("scope_ports"), BPF_F_NO_PREALLOC);
 
-static __always_inline int fb_active(struct fb_ban_value *ban, __u64 now)
+static __always_inline int fb_active(struct fb_ban_value *ban)
 {
-    return ban->expires_ns == 0 || now < ban->expires_ns;
+    return ban->expires_ns == 0 || bpf_ktime_get_ns() < ban->expires_ns;
 }
 
 /* Returns the drop verdict for a matching ban, counting the hit. */
@@ -78,7 +82,6 @@ int xdp_fastban(struct xdp_md *ctx)
     __u16 dport = 0;
     int has_port = 0;
 
-    fb_count(FB_CNT_SEEN);
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end)
         return fb_pass();
@@ -95,43 +98,56 @@ int xdp_fastban(struct xdp_md *ctx)
         }
     }
 
-    __u64 now = bpf_ktime_get_ns();
     struct fb_ban_value *ban;
 
     if (proto == htons(ETH_P_IP)) {
         struct iphdr *ip = data + off;
         if ((void *)(ip + 1) > end)
             return fb_pass();
+        __be32 saddr = ip->saddr;
         struct fb_lpm4 lpm = {.prefixlen = 32};
-        __builtin_memcpy(lpm.addr, &ip->saddr, 4);
-        if (allow_v4.lookup(&lpm)) {
-            fb_count(FB_CNT_ALLOWLISTED);
-            return fb_pass();
+        __builtin_memcpy(lpm.addr, &saddr, 4);
+        ban = bans_v4.lookup(&saddr);
+        if (ban && !fb_active(ban))
+            ban = NULL;
+        if (!ban && fb_config(FB_CFG_RANGES_V4)) {
+            ban = ranges_v4.lookup(&lpm);
+            if (ban && !fb_active(ban))
+                ban = NULL;
         }
+        if (!ban)
+            return fb_pass();
         if (!(ip->frag_off & htons(0x1FFF))) {      /* first fragment: ports are there */
             void *l4 = (void *)ip + ip->ihl * 4;
             has_port = fb_dport(l4, end, ip->protocol, &dport);
         }
-        __be32 saddr = ip->saddr;
-        ban = bans_v4.lookup(&saddr);
-        if (ban && fb_active(ban, now) && fb_in_scope(has_port, dport))
-            return fb_drop(ban);
-        ban = ranges_v4.lookup(&lpm);
-        if (ban && fb_active(ban, now) && fb_in_scope(has_port, dport))
-            return fb_drop(ban);
-        return fb_pass();
+        if (!fb_in_scope(has_port, dport))
+            return fb_pass();
+        if (allow_v4.lookup(&lpm)) {
+            fb_count(FB_CNT_ALLOWLISTED);
+            return fb_pass();
+        }
+        return fb_drop(ban);
     }
 
     if (proto == htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = data + off;
         if ((void *)(ip6 + 1) > end)
             return fb_pass();
+        struct fb_addr6 key;
+        __builtin_memcpy(key.addr, &ip6->saddr, 16);
+        ban = bans_v6.lookup(&key);
+        if (ban && !fb_active(ban))
+            ban = NULL;
         struct fb_lpm6 lpm = {.prefixlen = 128};
         __builtin_memcpy(lpm.addr, &ip6->saddr, 16);
-        if (allow_v6.lookup(&lpm)) {
-            fb_count(FB_CNT_ALLOWLISTED);
-            return fb_pass();
+        if (!ban && fb_config(FB_CFG_RANGES_V6)) {
+            ban = ranges_v6.lookup(&lpm);
+            if (ban && !fb_active(ban))
+                ban = NULL;
         }
+        if (!ban)
+            return fb_pass();
         /* Skip up to four extension headers to find TCP/UDP. */
         __u8 nexthdr = ip6->nexthdr;
         void *l4 = (void *)(ip6 + 1);
@@ -156,15 +172,13 @@ int xdp_fastban(struct xdp_md *ctx)
         }
         if (!fragment_tail)
             has_port = fb_dport(l4, end, nexthdr, &dport);
-        struct fb_addr6 key;
-        __builtin_memcpy(key.addr, &ip6->saddr, 16);
-        ban = bans_v6.lookup(&key);
-        if (ban && fb_active(ban, now) && fb_in_scope(has_port, dport))
-            return fb_drop(ban);
-        ban = ranges_v6.lookup(&lpm);
-        if (ban && fb_active(ban, now) && fb_in_scope(has_port, dport))
-            return fb_drop(ban);
-        return fb_pass();
+        if (!fb_in_scope(has_port, dport))
+            return fb_pass();
+        if (allow_v6.lookup(&lpm)) {
+            fb_count(FB_CNT_ALLOWLISTED);
+            return fb_pass();
+        }
+        return fb_drop(ban);
     }
 
     return fb_pass();

@@ -62,15 +62,15 @@ XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 
 # Counter indexes and config indexes: mirror bpf/fastban.h.
-FB_CNT_SEEN, FB_CNT_PASSED, FB_CNT_DROPPED, FB_CNT_ALLOWLISTED = 0, 1, 2, 3
+FB_CNT_PASSED, FB_CNT_DROPPED, FB_CNT_ALLOWLISTED = 1, 2, 3   # 0 is unused: seen = passed + dropped
 FB_CNT_CAP_EXAMINED, FB_CNT_CAPTURED, FB_CNT_CAP_FAILED = 4, 5, 6
 FB_CNT_MAX = 8
-FB_CFG_SCOPE_PORTS, FB_CFG_COUNT_404 = 0, 1
+FB_CFG_SCOPE_PORTS, FB_CFG_COUNT_404, FB_CFG_RANGES_V4, FB_CFG_RANGES_V6 = 0, 1, 2, 3
+RANGE_FLAGS = {"ranges_v4": FB_CFG_RANGES_V4, "ranges_v6": FB_CFG_RANGES_V6}
 FB_DIR_EGRESS, FB_DIR_INGRESS = 0, 1
 FB_CAPTURE_MAX = 8192
 
 COUNTER_NAMES = {
-    "seen": FB_CNT_SEEN,
     "passed": FB_CNT_PASSED,
     "dropped": FB_CNT_DROPPED,
     "allowlisted": FB_CNT_ALLOWLISTED,
@@ -385,6 +385,7 @@ class DataPlane:
                                                   lost_cb=self._on_lost)
         self.set_sip_ports(sip_ports)
         self._set_config(FB_CFG_COUNT_404, 1 if count_register_404 else 0)
+        self._sync_range_flags()
 
     # ---- loading and attaching ----
 
@@ -514,6 +515,7 @@ class DataPlane:
         self._lost = 0
         self._closed = False
         self.mode = None
+        self._sync_range_flags()
         return self
 
     @property
@@ -610,12 +612,26 @@ class DataPlane:
                                f"(a new capacity needs detach first)")
         if err:
             raise DataPlaneError(f"cannot ban {target}: {os.strerror(err)}")
+        if name in RANGE_FLAGS:
+            self._set_config(RANGE_FLAGS[name], 1)
 
     def unban(self, target) -> bool:
         """Removes a ban; False when there was none for exactly this target."""
         self._check_open()
         name, key = self._ban_slot(target)
-        return self._delete(name, key)
+        removed = self._delete(name, key)
+        if removed and name in RANGE_FLAGS:
+            self._sync_range_flags()
+        return removed
+
+    def _sync_range_flags(self) -> None:
+        """Tells XDP which range tries hold bans, so it skips the empty ones."""
+        lib = _lib()
+        for name, index in RANGE_FLAGS.items():
+            key = (FbLpm4 if name == "ranges_v4" else FbLpm6)()
+            empty = lib.bpf_get_first_key(self._tables[name].map_fd, ct.byref(key),
+                                          ct.sizeof(key)) != 0
+            self._set_config(index, 0 if empty else 1)
 
     def _ban_entries(self):
         for name, key_type in (("bans_v4", ct.c_uint32), ("bans_v6", FbAddr6),
@@ -653,7 +669,9 @@ class DataPlane:
         """Deletes lapsed bans from the maps (the kernel already ignores them); returns how
         many."""
         self._check_open()
-        return self._purge()
+        removed = self._purge()
+        self._sync_range_flags()
+        return removed
 
     # ---- allowlist ----
 
@@ -759,6 +777,7 @@ class DataPlane:
             values = (ct.c_uint64 * ncpus)()
             self._lookup("counters", ct.c_uint32(index), values)
             result[name] = int(sum(values))
+        result["seen"] = result["passed"] + result["dropped"]
         result["capture_lost"] = self._lost
         return result
 

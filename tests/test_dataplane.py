@@ -199,6 +199,26 @@ def test_banned_ranges_drop_their_sources(dp, rig):
     assert {ban.target for ban in dp.bans()} == {NET("10.210.0.0/30"), NET("fd00:210::/126")}
 
 
+def test_range_tries_are_skipped_only_while_they_hold_no_ban(dp, rig):
+    from fastban.dataplane import FB_CFG_RANGES_V4, FB_CFG_RANGES_V6
+    assert dp._get_config(FB_CFG_RANGES_V4) == 0 and dp._get_config(FB_CFG_RANGES_V6) == 0
+    dp.ban(NET("10.210.0.0/30"))
+    dp.ban(NET("10.210.0.64/26"))
+    assert dp._get_config(FB_CFG_RANGES_V4) == 1 and dp._get_config(FB_CFG_RANGES_V6) == 0
+    assert dp.unban(NET("10.210.0.0/30"))
+    assert dp._get_config(FB_CFG_RANGES_V4) == 1       # one range left: still looked up
+    assert rig.udp(CLI4[3]) == 0 and rig.udp(CLI4[1]) == 5
+    dp.ban(IP(CLI4[3]), expires_ns=time.monotonic_ns() + 300_000_000)
+    time.sleep(0.4)
+    assert rig.udp(CLI4[3]) == 0                       # lapsed exact ban: the range still holds
+    assert dp.unban(NET("10.210.0.64/26"))
+    assert dp._get_config(FB_CFG_RANGES_V4) == 0
+    assert rig.udp(CLI4[3]) == 5
+    dp.ban(NET("fd00:210::/126"))
+    assert DataPlane.open_pinned(rig.dp.iface, pin_root=rig.dp.pin_dir.rsplit("/", 1)[0]) \
+        ._get_config(FB_CFG_RANGES_V6) == 1
+
+
 def test_the_allowlist_wins_over_bans(dp, rig):
     dp.ban(IP(CLI4[0]))
     dp.ban(NET("10.210.0.0/24"))
