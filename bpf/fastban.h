@@ -88,7 +88,9 @@ struct fb_capture_meta {
 #define FB_CFG_COUNT_404        1   /* 1 = forward 404 responses too */
 #define FB_CFG_RANGES_V4        2   /* 1 = ranges_v4 may hold bans (else XDP skips the trie) */
 #define FB_CFG_RANGES_V6        3   /* 1 = ranges_v6 may hold bans */
-#define FB_CFG_MAX              4
+#define FB_CFG_ALLOW_V4         4   /* 1 = allow_v4 holds networks (else XDP skips the trie) */
+#define FB_CFG_ALLOW_V6         5
+#define FB_CFG_MAX              8
 
 #define FB_DIR_EGRESS           0
 #define FB_DIR_INGRESS          1

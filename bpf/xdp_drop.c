@@ -1,8 +1,8 @@
 /* fastban XDP program: drops frames whose source address is banned, on the guarded interface.
  *
- * Order: the exact map (hash), then the ranges (LPM, looked up only while user space has
- * flagged that the family has range bans); a match that is in scope is then checked against
- * the allowlist (LPM), which always wins. Checking the allowlist after a match gives the same
+ * Order: the exact map (hash), then the ranges (LPM); a match that is in scope is then
+ * checked against the allowlist (LPM), which always wins. User space flags which tries hold
+ * entries (FB_CFG_RANGES_*, FB_CFG_ALLOW_*) and empty ones are not looked up. Checking the allowlist after a match gives the same
  * verdicts as checking it first, and keeps the unbanned packet's path to one hash lookup.
  * A ban whose expires_ns has passed is ignored, so bans lapse with no process running; the
  * clock is read only for a ban that has an expiry.
@@ -123,7 +123,7 @@ int xdp_fastban(struct xdp_md *ctx)
         }
         if (!fb_in_scope(has_port, dport))
             return fb_pass();
-        if (allow_v4.lookup(&lpm)) {
+        if (fb_config(FB_CFG_ALLOW_V4) && allow_v4.lookup(&lpm)) {
             fb_count(FB_CNT_ALLOWLISTED);
             return fb_pass();
         }
@@ -174,7 +174,7 @@ int xdp_fastban(struct xdp_md *ctx)
             has_port = fb_dport(l4, end, nexthdr, &dport);
         if (!fb_in_scope(has_port, dport))
             return fb_pass();
-        if (allow_v6.lookup(&lpm)) {
+        if (fb_config(FB_CFG_ALLOW_V6) && allow_v6.lookup(&lpm)) {
             fb_count(FB_CNT_ALLOWLISTED);
             return fb_pass();
         }

@@ -66,7 +66,11 @@ FB_CNT_PASSED, FB_CNT_DROPPED, FB_CNT_ALLOWLISTED = 1, 2, 3   # 0 is unused: see
 FB_CNT_CAP_EXAMINED, FB_CNT_CAPTURED, FB_CNT_CAP_FAILED = 4, 5, 6
 FB_CNT_MAX = 8
 FB_CFG_SCOPE_PORTS, FB_CFG_COUNT_404, FB_CFG_RANGES_V4, FB_CFG_RANGES_V6 = 0, 1, 2, 3
-RANGE_FLAGS = {"ranges_v4": FB_CFG_RANGES_V4, "ranges_v6": FB_CFG_RANGES_V6}
+FB_CFG_ALLOW_V4, FB_CFG_ALLOW_V6 = 4, 5
+# The LPM tries XDP skips while their flag is 0: user space keeps each flag set while its trie
+# holds entries.
+TRIE_FLAGS = {"ranges_v4": FB_CFG_RANGES_V4, "ranges_v6": FB_CFG_RANGES_V6,
+              "allow_v4": FB_CFG_ALLOW_V4, "allow_v6": FB_CFG_ALLOW_V6}
 FB_DIR_EGRESS, FB_DIR_INGRESS = 0, 1
 FB_CAPTURE_MAX = 8192
 
@@ -385,7 +389,7 @@ class DataPlane:
                                                   lost_cb=self._on_lost)
         self.set_sip_ports(sip_ports)
         self._set_config(FB_CFG_COUNT_404, 1 if count_register_404 else 0)
-        self._sync_range_flags()
+        self._sync_trie_flags()
 
     # ---- loading and attaching ----
 
@@ -515,7 +519,7 @@ class DataPlane:
         self._lost = 0
         self._closed = False
         self.mode = None
-        self._sync_range_flags()
+        self._sync_trie_flags()
         return self
 
     @property
@@ -612,23 +616,23 @@ class DataPlane:
                                f"(a new capacity needs detach first)")
         if err:
             raise DataPlaneError(f"cannot ban {target}: {os.strerror(err)}")
-        if name in RANGE_FLAGS:
-            self._set_config(RANGE_FLAGS[name], 1)
+        if name in TRIE_FLAGS:
+            self._set_config(TRIE_FLAGS[name], 1)
 
     def unban(self, target) -> bool:
         """Removes a ban; False when there was none for exactly this target."""
         self._check_open()
         name, key = self._ban_slot(target)
         removed = self._delete(name, key)
-        if removed and name in RANGE_FLAGS:
-            self._sync_range_flags()
+        if removed and name in TRIE_FLAGS:
+            self._sync_trie_flags()
         return removed
 
-    def _sync_range_flags(self) -> None:
-        """Tells XDP which range tries hold bans, so it skips the empty ones."""
+    def _sync_trie_flags(self) -> None:
+        """Tells XDP which LPM tries hold entries, so it skips the empty ones."""
         lib = _lib()
-        for name, index in RANGE_FLAGS.items():
-            key = (FbLpm4 if name == "ranges_v4" else FbLpm6)()
+        for name, index in TRIE_FLAGS.items():
+            key = (FbLpm4 if name.endswith("v4") else FbLpm6)()
             empty = lib.bpf_get_first_key(self._tables[name].map_fd, ct.byref(key),
                                           ct.sizeof(key)) != 0
             self._set_config(index, 0 if empty else 1)
@@ -670,7 +674,7 @@ class DataPlane:
         many."""
         self._check_open()
         removed = self._purge()
-        self._sync_range_flags()
+        self._sync_trie_flags()
         return removed
 
     # ---- allowlist ----
@@ -689,11 +693,15 @@ class DataPlane:
             raise BanTableFull(f"cannot allow {network}: the {name} table is full")
         if err:
             raise DataPlaneError(f"cannot allow {network}: {os.strerror(err)}")
+        self._set_config(TRIE_FLAGS[name], 1)
 
     def disallow(self, network) -> bool:
         self._check_open()
         name, key = self._allow_slot(network)
-        return self._delete(name, key)
+        removed = self._delete(name, key)
+        if removed:
+            self._sync_trie_flags()
+        return removed
 
     def allowed(self) -> list:
         self._check_open()

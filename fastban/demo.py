@@ -88,8 +88,12 @@ class GuardProcess:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
     def detach(self) -> None:
+        """Stops the guard and removes its programs and pins, even if its settings are broken."""
+        from fastban.dataplane import DEFAULT_PIN_ROOT, remove_pins
+
         self.stop()
-        self.cli("detach", check=False)
+        if self.cli("detach", check=False).returncode != 0:
+            remove_pins(os.path.join(DEFAULT_PIN_ROOT, self.iface))
 
 
 def _say(text: str = "") -> None:

@@ -231,6 +231,9 @@ def test_the_allowlist_wins_over_bans(dp, rig):
     assert set(dp.allowed()) == {NET(f"{CLI4[0]}/32"), NET("fd00:210::/120")}
     assert dp.disallow(NET(f"{CLI4[0]}/32")) is True
     assert rig.udp(CLI4[0]) == 0
+    assert rig.udp(CLI6[0]) == 5               # the v6 allowlist is still looked up
+    assert dp.disallow(NET("fd00:210::/120")) is True
+    assert rig.udp(CLI6[0]) == 0
 
 
 def test_a_ban_lapses_at_its_expiry(dp, rig):

@@ -1,5 +1,6 @@
 """The controller on a real data plane: bans reach the kernel maps, expire, escalate, persist."""
 import ipaddress
+import os
 import time
 
 import pytest
@@ -27,6 +28,7 @@ def dataplane(kernel):
         finally:
             with server.entered():
                 plane.detach()
+            os.rmdir("/sys/fs/bpf/fastban-test")
 
 
 @pytest.fixture
