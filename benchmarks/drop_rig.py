@@ -19,6 +19,7 @@ Filters (each in the same run, same sender, same frames, same banned list):
   ipset         iptables (INPUT) -m set --match-set banned src -j DROP
   xdp-native-cap131072  the same with map capacity 131,072 instead of the default 1,048,576
   xdp-empty-prog  an XDP program that passes everything (native): the cost of XDP on veth
+  xdp-drop-all  an XDP program that drops everything (native): the best any XDP filter can do
   f2b-iptables  fail2ban's iptables-multiport action: chain f2b-asterisk, one REJECT rule per
                 ban (as MikoPBX ships it); only in the honest-traffic test
 The drop test sends only from banned sources (10,000 distinct); the honest test bans 10,000 /
@@ -51,7 +52,7 @@ PAYLOAD = b"OPTIONS sip:100@10.230.0.2 SIP/2.0\r\nCall-ID: bench\r\nCSeq: 1 OPTI
 DEFAULT_CAPACITY = 1_048_576          # fastban's default map_capacity
 SMALL_CAPACITY = 131_072              # sized to the bans at hand (room for 100k)
 DROP_FILTERS = ("none", "xdp-native", "xdp-generic", f"xdp-native-cap{SMALL_CAPACITY}",
-                "nft-netdev", "nft-input", "ipset")
+                "xdp-drop-all", "nft-netdev", "nft-input", "ipset")
 HONEST_FILTERS = ("none", "f2b-iptables", "ipset", "nft-netdev", "nft-input", "xdp-native",
                   "xdp-generic", f"xdp-native-cap{SMALL_CAPACITY}", "xdp-empty-prog")
 
@@ -209,17 +210,26 @@ class Xdp(Filter):
 
 
 class EmptyXdp(Filter):
-    """An XDP program that passes everything, native mode: what attaching XDP to a veth costs
+    """An XDP program that passes (or drops) everything, native mode: what XDP on a veth costs
     by itself (veth then takes its NAPI path and copies each skb into a page-pool page with
-    XDP headroom, skb_pp_cow_data), whatever the program does."""
-    name = "xdp-empty-prog"
+    XDP headroom, skb_pp_cow_data), whatever the program does: the floor for any XDP filter."""
+
+    def __init__(self, rig, verdict: str):
+        super().__init__(rig)
+        self.verdict = verdict
+        self.name = "xdp-empty-prog" if verdict == "PASS" else "xdp-drop-all"
 
     def setup(self, banned):
         from bcc import BPF
         with self.ns.entered():
-            self.bpf = BPF(text="int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }")
-            fn = self.bpf.load_func("xdp_pass", BPF.XDP)
+            self.bpf = BPF(text="BPF_PERCPU_ARRAY(n, u64, 1);\n"
+                                "int xdp_all(struct xdp_md *ctx) { int k = 0; u64 *v = "
+                                "n.lookup(&k); if (v) *v += 1; return XDP_%s; }" % self.verdict)
+            fn = self.bpf.load_func("xdp_all", BPF.XDP)
             BPF.attach_xdp(self.iface, fn, 1 << 2)        # XDP_FLAGS_DRV_MODE
+
+    def dropped(self):
+        return sum(self.bpf["n"][0]) if self.verdict == "DROP" else 0
 
     def teardown(self):
         self.ns.run(["ip", "link", "set", "dev", self.iface, "xdp", "off"], check=False)
@@ -230,7 +240,9 @@ def make_filter(rig, name: str) -> Filter:
     if name == "none":
         return Filter(rig)
     if name == "xdp-empty-prog":
-        return EmptyXdp(rig)
+        return EmptyXdp(rig, "PASS")
+    if name == "xdp-drop-all":
+        return EmptyXdp(rig, "DROP")
     if name.startswith("xdp-"):
         mode, _, capacity = name[4:].partition("-cap")
         return Xdp(rig, mode, int(capacity) if capacity else DEFAULT_CAPACITY)

@@ -3,7 +3,8 @@
 A DataPlane (capacity 1,048,576) is loaded and attached on a veth inside a throwaway namespace;
 its bans_v4 / bans_v6 maps are filled to 0, 10, 1k, 100k and 1M bans each (batched bpf()
 updates through the pinned maps: filling is not what this measures, scale.py does that). For
-each level, one IPv4/IPv6 UDP frame from a banned and from an unbanned source is run
+each level, one IPv4/IPv6 UDP frame from a source banned for good, one banned with an expiry
+(as the guard bans: the program then reads the clock) and one not banned is run
 `repeat` times (>= 1,000,000) by the kernel, which reports the average ns per run. Each figure is
 the median of `trials` such runs. An empty XDP program (return XDP_PASS) measured the same way
 gives the fixed cost of the test harness itself; "net" figures subtract it.
@@ -30,9 +31,12 @@ from benchmarks.common import (BENCH_PIN_ROOT, log, median, save_json, udp_frame
 LEVELS = (0, 10, 1_000, 100_000, 1_000_000)
 CAPACITY = 1_048_576
 PROBES = {
-    4: {"banned": "198.18.0.1", "unbanned": "198.18.0.2", "dst": "198.19.0.1"},
-    6: {"banned": "2001:db8:ffff::1", "unbanned": "2001:db8:ffff::2", "dst": "2001:db8:fffe::1"},
+    4: {"banned": "198.18.0.1", "unbanned": "198.18.0.2", "banned_timed": "198.18.0.3",
+        "dst": "198.19.0.1"},
+    6: {"banned": "2001:db8:ffff::1", "unbanned": "2001:db8:ffff::2",
+        "banned_timed": "2001:db8:ffff::3", "dst": "2001:db8:fffe::1"},
 }
+KINDS = ("banned", "banned_timed", "unbanned")     # permanent ban, ban with an expiry, none
 XDP_VERDICT = {1: "drop", 2: "pass"}
 
 
@@ -106,7 +110,7 @@ def run(quick: bool = False, repeat: int = 1_000_000, trials: int = 5) -> dict:
         trials = 3
     frames = {(fam, kind): udp_frame(PROBES[fam][kind], PROBES[fam]["dst"], 5060, 5060,
                                      SIP_OPTIONS)
-              for fam in (4, 6) for kind in ("banned", "unbanned")}
+              for fam in (4, 6) for kind in KINDS}
     results = {"repeat": repeat, "trials": trials, "capacity": CAPACITY, "levels": [],
                "fill_rate_batched": {}}
     with netns.Lab() as lab:
@@ -119,9 +123,15 @@ def run(quick: bool = False, repeat: int = 1_000_000, trials: int = 5) -> dict:
             try:
                 results["xdp_mode"] = dp.attach("native")
                 empty_bpf, empty_fn = _empty_program()
-                prog_fd = dp._xdp_fn.fd
+                prog_fd = getattr(dp, "xdp_prog_fd", None)
+                prog_fd = prog_fd() if callable(prog_fd) else prog_fd
+                if prog_fd is None:
+                    prog_fd = dp._xdp_fn.fd
                 for fam in (4, 6):
                     dp.ban(ipaddress.ip_address(PROBES[fam]["banned"]))
+                    dp.ban(ipaddress.ip_address(PROBES[fam]["banned_timed"]),
+                           time.monotonic_ns() + 3600 * 10**9)
+                _measure(prog_fd, frames[(4, "banned")], repeat, trials)      # warm up
                 maps = {4: bpfsys.obj_get(os.path.join(dp.pin_dir, "bans_v4")),
                         6: bpfsys.obj_get(os.path.join(dp.pin_dir, "bans_v6"))}
                 value = bytes(16)
@@ -146,7 +156,7 @@ def run(quick: bool = False, repeat: int = 1_000_000, trials: int = 5) -> dict:
                     row["empty_program_ns"] = base
                     for (fam, kind), frame in frames.items():
                         verdict, ns, runs = _measure(prog_fd, frame, repeat, trials)
-                        expected = "drop" if kind == "banned" else "pass"
+                        expected = "pass" if kind == "unbanned" else "drop"
                         got = XDP_VERDICT.get(verdict, str(verdict))
                         if got != expected:
                             raise RuntimeError(f"IPv{fam} {kind}: verdict {got}, expected "
@@ -171,7 +181,7 @@ def _summarise(results: dict) -> None:
     levels = {row["bans"]: row for row in results["levels"]}
     ref, top = levels.get(10), levels.get(max(levels))
     summary = {}
-    for key in ("v4_banned_ns", "v4_unbanned_ns", "v6_banned_ns", "v6_unbanned_ns"):
+    for key in [f"v{fam}_{kind}_ns" for fam in (4, 6) for kind in KINDS]:
         summary[key.replace("_ns", "")] = {
             "at_10": ref[key], "at_1M": top[key], "ratio_1M_to_10": round(top[key] / ref[key], 3),
             "net_at_1M": top[key] - top["empty_program_ns"]}
@@ -192,7 +202,7 @@ def main() -> None:
     save_json("xdp_cost", results)
     for row in results["levels"]:
         print(f"{row['bans']:>9} bans: empty {row['empty_program_ns']:.0f} ns | "
-              + " | ".join(f"{k[:-3]} {row[k]:.0f}" for k in row if k.endswith("ned_ns")))
+              + " | ".join(f"{k[:-3]} {row[k]:.0f}" for k in row if k.endswith("_ns") and k[1] in "46"))
     print("pieces alone (ns):", results["parts_ns"])
     print(json.dumps(results["summary"], indent=1))
 
