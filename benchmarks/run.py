@@ -158,8 +158,9 @@ def _ttb_rows(rows):
             rows.append((f"Attacker packets after the threshold / after the map write "
                          f"({sched}; probe every {t['probe_interval_us']} us)",
                          f"p50 {_fmt(after['p50'])}, p99 {_fmt(after['p99'])} / p99 "
-                         f"{_fmt(r['packets_after_decision']['p99'])}", "<= 1",
-                         after["p99"] <= 1))
+                         f"{_fmt(r['packets_after_decision']['p99'])}; <= 1 packet (p99) for "
+                         f"attackers up to {_fmt(r.get('attacker_rate_with_at_most_1_packet_p99'))}"
+                         f" requests/s", "<= 1", after["p99"] <= 1))
             st = r.get("stages_us", {})
             if st:
                 rows.append((f"Time to ban stages p50 ({sched}): wire->Python, Python->map "

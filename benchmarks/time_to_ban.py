@@ -239,6 +239,10 @@ def _analyse(results: dict, per: list, records: dict) -> None:
         "share_at_most_1": round(sum(a <= 1 for a in after_decision) /
                                  max(1, len(after_decision)), 4)}
     results["guard_stats"] = records.get("stats")
+    # an attacker sending one request every I us gets floor(L / I) more through when the ban
+    # takes L us: at most one for 99% of bans while I >= p99(L)
+    p99 = results["time_to_ban_us"]["p99"]
+    results["attacker_rate_with_at_most_1_packet_p99"] = round(1e6 / p99) if p99 else None
     results["target_met"] = (results["time_to_ban_us"]["p99"] <= 1000
                              and results["packets_after_threshold"]["p99"] <= 1)
     results["per_attacker"] = [{k: v for k, v in p.items() if k != "arrival_times"}
