@@ -334,9 +334,20 @@ NOTES = """\
   sources each lookup misses the TLB (costly under nested paging in a VM). The
   "xdp-native-cap131072" rows show the same program with a map sized to the bans at hand.
 - **Time to ban** is an upper bound with the probe interval as resolution; the stages come from
-  timestamps inside the guard process (TC hook ktime, perf callback, map write).
+  timestamps inside the guard process (TC hook ktime, perf callback, map write). Almost all of
+  it is user space: waking the guard, then parser + rules + ban record, then the map write
+  (a lookup and an update syscall). As a normal process on a CPU shared with other work, the
+  wake-up can wait for the running task's slice (HZ=250: 4 ms ticks), which is the p99 tail;
+  under SCHED_FIFO that tail goes. Packets after the threshold scale with the attacker's rate:
+  the probe stream is 10,000 requests/s; the row gives the rate up to which at most one gets
+  through.
 - **Controller** loss is the perf buffer overflowing (capture_lost): 64 pages per CPU, and the
-  TC program runs on the sender's CPU, so all events go to one CPU's buffer.
+  TC program runs on the sender's CPU, so all events go to one CPU's buffer. Each response
+  costs the single Python thread a ctypes callback and decode_capture, the parser and the
+  rules (every response of the rig is a new Call-ID, as in a guessing attack): the "stages
+  alone" row adds up to the ceiling.
+- **Scale**: Guard.ban / Guard.unban by hand save the whole state file on every call, so with
+  1M bans each takes about as long as one state save.
 """
 
 
