@@ -59,6 +59,7 @@ Bounded state (caps)
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -157,6 +158,18 @@ def _reason(failures: list[tuple[float, str]], now: float) -> tuple[str, dict]:
     return f"{len(failures)} failures in {now - first:.0f} s: {parts}", dict(kinds)
 
 
+V6_KEY = 1 << 128
+
+
+@functools.lru_cache(maxsize=65536)
+def _received_address(received: bytes) -> IPAddress | None:
+    """The address in a Via received= parameter (cached: sources repeat), or None."""
+    try:
+        return ipaddress.ip_address(received.decode("ascii", "replace").strip("[]"))
+    except ValueError:
+        return None
+
+
 class FailureRules:
     """Counts failed logins per source and decides bans.
 
@@ -172,10 +185,13 @@ class FailureRules:
         self._findtime = s.findtime
         self._grace = s.challenge_grace
         self._count_404 = s.count_register_404
-        self._wl4 = tuple(n for n in s.whitelist if n.version == 4)
-        self._wl6 = tuple(n for n in s.whitelist if n.version == 6)
+        # whitelisted networks as (network int, netmask int), per family
+        self._wl4 = tuple((int(n.network_address), int(n.netmask))
+                          for n in s.whitelist if n.version == 4)
+        self._wl6 = tuple((int(n.network_address), int(n.netmask))
+                          for n in s.whitelist if n.version == 6)
         self._v6prefix = s.ipv6_ban_prefix
-        # (peer, call_id) -> _Call, oldest first (ordered by .at)
+        # (peer key, call_id) -> _Call, oldest first (ordered by .at)
         self._calls: OrderedDict[tuple, _Call] = OrderedDict()
         # source key -> list of (time, kind), least recently failed first
         self._sources: OrderedDict[object, list] = OrderedDict()
@@ -190,22 +206,29 @@ class FailureRules:
     # -- helpers -----------------------------------------------------------
 
     def is_whitelisted(self, peer: IPAddress) -> bool:
-        nets = self._wl4 if peer.version == 4 else self._wl6
-        for net in nets:
-            if peer in net:
+        value = int(peer)
+        for network, mask in (self._wl4 if peer.version == 4 else self._wl6):
+            if value & mask == network:
                 return True
         return False
 
-    def source_key(self, peer: IPAddress):
-        """The unit counted and banned: the address, or its IPv6 prefix."""
-        if peer.version == 6 and self._v6prefix < 128:
-            return ipaddress.IPv6Network((peer, self._v6prefix), strict=False)
-        return peer
+    def source_key(self, peer: IPAddress) -> int:
+        """The unit counted and banned (the address, or its IPv6 prefix) as an int key.
 
-    def _network(self, key) -> IPNetwork:
-        if isinstance(key, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            return key
-        return ipaddress.ip_network(key)
+        Ints hash far faster than ipaddress objects; IPv6 keys carry the V6_KEY bit so that
+        an IPv4 and an IPv6 address never share a key."""
+        value = int(peer)
+        if peer.version == 4:
+            return value
+        if self._v6prefix < 128:
+            shift = 128 - self._v6prefix
+            value = value >> shift << shift
+        return value | V6_KEY
+
+    def _network(self, key: int) -> IPNetwork:
+        if key & V6_KEY:
+            return ipaddress.IPv6Network((key ^ V6_KEY, self._v6prefix))
+        return ipaddress.IPv4Network((key, 32))
 
     def _stale(self, call: _Call) -> bool:
         """True when the record predates a ban/forget of its source."""
@@ -224,14 +247,7 @@ class FailureRules:
             reset.popitem(last=False)
 
     def _check_received(self, peer, received: bytes):
-        if not received:
-            return
-        text = received.decode("ascii", "replace").strip("[]")
-        try:
-            same = ipaddress.ip_address(text) == peer
-        except ValueError:
-            same = False
-        if not same:
+        if received and _received_address(received) != peer:
             self.stats["via_received_mismatch"] += 1
 
     def _store_call(self, key, call: _Call) -> None:
@@ -313,7 +329,7 @@ class FailureRules:
             return None
         self._check_received(peer, message.via_received)
 
-        key = (peer, message.call_id)
+        key = (int(peer) if peer.version == 4 else int(peer) | V6_KEY, message.call_id)
         branch = message.via_branch
         calls = self._calls
         call = calls.get(key)

@@ -213,8 +213,11 @@ def test_ipv6_peer_and_prefix_ban():
         assert r.observe(i, ipaddress.ip_address(f"2001:db8:1:2::{i + 1}"), resp(403, b"%d" % i)) is None
     d = r.observe(5, ipaddress.ip_address("2001:db8:1:2::ffff"), resp(403, b"z"))
     assert d.network == ipaddress.ip_network("2001:db8:1:2::/64")
-    # IPv4 stays per address
-    assert r.source_key(A) == A
+    # IPv4 stays per address; keys of the two families never collide
+    assert r.source_key(A) == int(A)
+    assert r.source_key(ipaddress.ip_address("2001:db8:1:2::1")) == \
+        r.source_key(ipaddress.ip_address("2001:db8:1:2::ffff"))
+    assert r.source_key(ipaddress.ip_address("::cb00:7109")) != r.source_key(A)
 
 
 def test_via_received_mismatch_counted():
