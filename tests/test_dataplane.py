@@ -151,8 +151,22 @@ def test_structs_match_the_compiled_layout(rig):
     compiled = bpf[b"meta_layout"].Leaf
     for name, _ in FbCaptureMeta._fields_:
         assert getattr(compiled, name).offset == getattr(FbCaptureMeta, name).offset, name
-    assert ct.sizeof(FbCaptureMeta) == 56
+    assert ct.sizeof(FbCaptureMeta) == 56 == dataplane.CAPTURE_META.size
     assert bpf[b"bans_v4"].Key is ct.c_uint or ct.sizeof(bpf[b"bans_v4"].Key) == 4
+
+
+def test_decode_capture_reads_the_struct_as_ctypes_lays_it_out():
+    meta = FbCaptureMeta(ktime_ns=123456789, sport=5060, dport=40000, status=403,
+                         payload_off=42, cap_len=47, family=4, protocol=17, direction=1)
+    meta.saddr[:4] = IP("192.0.2.1").packed
+    meta.daddr[:4] = IP("203.0.113.9").packed
+    packet = bytes(42) + b"SIP/2"
+    response = dataplane.decode_capture(bytes(meta) + packet + b"trailing")
+    assert (response.src, response.dst, response.sport, response.dport, response.status,
+            response.protocol, response.direction, response.ktime_ns) == \
+        (IP("192.0.2.1"), IP("203.0.113.9"), 5060, 40000, 403, "udp", "ingress", 123456789)
+    assert response.packet == packet and response.payload == b"SIP/2"
+    assert dataplane.decode_capture(bytes(meta)[:55]) is None
 
 
 def test_attach_reports_the_mode_and_maps_are_pinned(rig):
