@@ -29,6 +29,9 @@ log = logging.getLogger("fastban")
 # the loop's time. A ban made in between is still in the pinned maps if the guard is killed.
 SAVE_INTERVAL = 1.0
 SAVE_SHARE_DIVISOR = 10
+# Bans lifted per tick at most, so that a wave of expiries never stalls the capture; the
+# kernel already ignores a lapsed ban, so lifting the rest a tick later changes no verdict.
+EXPIRE_BATCH = 10_000
 FOUND_IN_MAP = "found in the kernel map"
 
 
@@ -141,7 +144,8 @@ class Guard:
         now = self.wall()
         new_bans = [record for decision in self.rules.expire(now)
                     if (record := self.ban_decided(decision))]
-        while self._expiries and self._expiries[0][0] <= now:
+        expired = 0
+        while self._expiries and self._expiries[0][0] <= now and expired < EXPIRE_BATCH:
             expires_at, _, target = heapq.heappop(self._expiries)
             record = self.state.bans.get(target)
             if record is None or record.expires_at != expires_at:
@@ -149,6 +153,7 @@ class Guard:
             self.dataplane.unban(target)
             del self.state.bans[target]
             self._dirty = True
+            expired += 1
             log.info("unban %s: ban of %s expired", target, _duration(record))
         if self._dirty and now - self._saved_at >= self._save_gap:
             self.save()
@@ -177,7 +182,6 @@ class Guard:
         record = self._ban(network, duration, reason, 0)
         if record is None:
             raise GuardError(f"the kernel ban table is full; {network} is not banned")
-        self.save()
         return record
 
     def _ban(self, target, duration: float, reason: str, failures: int) -> BanRecord | None:
@@ -219,7 +223,6 @@ class Guard:
             self.counts["unbans_total"] += 1
             self._dirty = True
             log.info("unban %s: by hand", network)
-            self.save()
         return removed
 
     def unban_all(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import msgpack
 
@@ -22,7 +22,7 @@ class StateError(Exception):
     pass
 
 
-@dataclass
+@dataclass(slots=True)
 class BanRecord:
     """One active ban as the operator sees it; times are wall-clock seconds, 0 = permanent."""
     target: ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -39,19 +39,19 @@ class BanRecord:
         return self.expires_at != 0 and now >= self.expires_at
 
     def to_wire(self) -> dict:
-        data = asdict(self)
-        data["target"] = str(self.target)
-        return data
+        """The record for the control protocol and the CLI."""
+        return {"target": str(self.target), "reason": self.reason, "failures": self.failures,
+                "banned_at": self.banned_at, "expires_at": self.expires_at}
+
+    def to_row(self) -> list:
+        """The record in the state file: a row, in the order of the fields."""
+        return [str(self.target), self.reason, self.failures, self.banned_at, self.expires_at]
 
     @classmethod
-    def from_wire(cls, data: dict) -> BanRecord:
-        return cls(
-            target=ipaddress.ip_network(data["target"]),
-            reason=str(data["reason"]),
-            failures=int(data["failures"]),
-            banned_at=float(data["banned_at"]),
-            expires_at=float(data["expires_at"]),
-        )
+    def from_row(cls, row: list) -> BanRecord:
+        target, reason, failures, banned_at, expires_at = row
+        return cls(ipaddress.ip_network(target), str(reason), int(failures), float(banned_at),
+                   float(expires_at))
 
 
 @dataclass
@@ -63,7 +63,7 @@ class State:
         return {
             "version": FORMAT_VERSION,
             "saved_at": time.time(),
-            "bans": [record.to_wire() for record in self.bans.values()],
+            "bans": [record.to_row() for record in self.bans.values()],
             "ban_counts": {str(target): count for target, count in self.ban_counts.items()},
         }
 
@@ -72,8 +72,8 @@ class State:
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             raise StateError(f"not a fastban state file of version {FORMAT_VERSION}")
         state = cls()
-        for item in data["bans"]:
-            record = BanRecord.from_wire(item)
+        for row in data["bans"]:
+            record = BanRecord.from_row(row)
             if not record.expired(now):
                 state.bans[record.target] = record
         for target, count in data["ban_counts"].items():

@@ -137,6 +137,7 @@ def test_saved_ban_missing_from_the_map_is_enforced_again(dataplane, settings_fo
     settings = settings_for()
     guard = Guard(settings, dataplane)
     guard.ban("10.240.0.88", duration=300)
+    guard.save()
     dataplane.unban(ipaddress.ip_address("10.240.0.88"))   # e.g. the maps were detached
     Guard(settings, dataplane)
     assert [str(b.target) for b in dataplane.bans()] == ["10.240.0.88"]
@@ -169,6 +170,21 @@ def test_unban_all_and_bad_targets(dataplane, settings_for):
         guard.ban("example.com")
     with pytest.raises(GuardError, match="0 \\(permanent\\)"):
         guard.ban("10.240.0.91", duration=-5)
+
+
+def test_expiry_is_spread_over_ticks_in_batches(dataplane, settings_for, monkeypatch):
+    from fastban import guard as guard_module
+    monkeypatch.setattr(guard_module, "EXPIRE_BATCH", 3)
+    clock = [100.0]
+    guard = Guard(settings_for(), dataplane, wall=lambda: clock[0])
+    for i in range(7):
+        guard.ban(f"10.240.1.{i}", duration=5)
+    clock[0] += 6
+    remaining = []
+    for _ in range(3):
+        guard.tick()
+        remaining.append(len(guard.state.bans))
+    assert remaining == [4, 1, 0] and dataplane.bans(include_expired=True) == []
 
 
 def test_a_full_table_refuses_and_counts(dataplane, settings_for):

@@ -48,7 +48,7 @@ def test_corrupt_file_is_reported_and_set_aside(tmp_path):
         path.write_bytes(garbage)
         loaded, warning = state.load(str(path), now=1234.0)
         assert loaded.bans == {}
-        assert "unreadable" in warning and "corrupt-1234" in warning
+        assert "unreadable" in warning and "corrupt-1234" in warning, garbage
         aside = tmp_path / "state.msgpack.corrupt-1234"
         assert aside.read_bytes() == garbage
         assert not path.exists()
