@@ -316,7 +316,10 @@ NOTES = """\
 ## Reading the figures
 
 - **XDP cost** is the kernel's own average over >= 1M runs of one frame (BPF_PROG_TEST_RUN),
-  median of 5; the empty-program row is the harness floor included in every figure. One frame
+  median of 7 trials; the empty-program row is the harness floor included in every figure. The
+  1M-to-10 ratio is side by side: a second DataPlane with 10 bans runs alternately with the
+  1M-ban one. "timed" = a ban with an expiry (every ban the guard makes), for which the
+  program reads the clock; the other banned rows are permanent bans. One frame
   repeated keeps its hash bucket in cache: this shows the lookup does not grow with the map, not
   the cold-cache cost (the drop rig shows that). The "pieces alone" row is where the time goes:
   bpf_ktime_get_ns() is about a third of the program on this VM; the coarse clock costs a
