@@ -32,6 +32,9 @@ SAVE_SHARE_DIVISOR = 10
 # Bans lifted per tick at most, so that a wave of expiries never stalls the capture; the
 # kernel already ignores a lapsed ban, so lifting the rest a tick later changes no verdict.
 EXPIRE_BATCH = 10_000
+# Sources whose ban count (for escalation) is remembered; past it the least recently banned
+# is forgotten and would start again at the base bantime.
+BAN_HISTORY_CAP = 1_000_000
 FOUND_IN_MAP = "found in the kernel map"
 
 
@@ -191,7 +194,10 @@ class Guard:
             return None
         self.state.bans[target] = record
         self._schedule(record)
-        self.state.ban_counts[target] = self.state.ban_counts.get(target, 0) + 1
+        counts = self.state.ban_counts
+        counts[target] = counts.pop(target, 0) + 1        # most recently banned last
+        if len(counts) > BAN_HISTORY_CAP:
+            del counts[next(iter(counts))]
         self.counts["bans_total"] += 1
         self._dirty = True
         log.info("ban %s for %s: %s", target, _duration(record), reason)

@@ -44,14 +44,18 @@ class BanRecord:
                 "banned_at": self.banned_at, "expires_at": self.expires_at}
 
     def to_row(self) -> list:
-        """The record in the state file: a row, in the order of the fields."""
-        return [str(self.target), self.reason, self.failures, self.banned_at, self.expires_at]
+        """The record in the state file: the network as packed address and prefix length,
+        then the other fields in order."""
+        return [self.target.network_address.packed, self.target.prefixlen, self.reason,
+                self.failures, self.banned_at, self.expires_at]
 
     @classmethod
     def from_row(cls, row: list) -> BanRecord:
-        target, reason, failures, banned_at, expires_at = row
-        return cls(ipaddress.ip_network(target), str(reason), int(failures), float(banned_at),
-                   float(expires_at))
+        packed, prefixlen, reason, failures, banned_at, expires_at = row
+        if not isinstance(packed, bytes):
+            raise StateError(f"a ban's address is {type(packed).__name__}, not bytes")
+        return cls(ipaddress.ip_network((packed, int(prefixlen))), str(reason), int(failures),
+                   float(banned_at), float(expires_at))
 
 
 @dataclass
@@ -64,7 +68,8 @@ class State:
             "version": FORMAT_VERSION,
             "saved_at": time.time(),
             "bans": [record.to_row() for record in self.bans.values()],
-            "ban_counts": {str(target): count for target, count in self.ban_counts.items()},
+            "ban_counts": [[target.network_address.packed, target.prefixlen, count]
+                           for target, count in self.ban_counts.items()],
         }
 
     @classmethod
@@ -76,8 +81,8 @@ class State:
             record = BanRecord.from_row(row)
             if not record.expired(now):
                 state.bans[record.target] = record
-        for target, count in data["ban_counts"].items():
-            state.ban_counts[ipaddress.ip_network(target)] = int(count)
+        for packed, prefixlen, count in data["ban_counts"]:
+            state.ban_counts[ipaddress.ip_network((packed, int(prefixlen)))] = int(count)
         return state
 
 

@@ -211,3 +211,15 @@ def test_expiry_lifts_bans_of_both_families_in_order_and_skips_rebans(dataplane,
     guard.tick()
     assert list(map(str, guard.state.bans)) == ["10.240.0.31/32"]
     guard.unban_all()
+
+
+def test_ban_history_is_capped_forgetting_the_least_recently_banned(dataplane, settings_for,
+                                                                      monkeypatch):
+    from fastban import guard as guard_module
+    monkeypatch.setattr(guard_module, "BAN_HISTORY_CAP", 2)
+    guard = Guard(settings_for(), dataplane)
+    for last in (1, 2, 1, 3):
+        guard.ban(f"10.240.2.{last}")
+    assert {str(t): n for t, n in guard.state.ban_counts.items()} == {
+        "10.240.2.1/32": 2, "10.240.2.3/32": 1}
+    guard.unban_all()

@@ -44,7 +44,8 @@ def test_corrupt_file_is_reported_and_set_aside(tmp_path):
     path = tmp_path / "state.msgpack"
     for garbage in (b"\xc1\xc1 not msgpack", msgpack.packb({"version": 99}),
                     msgpack.packb({"version": 1, "bans": [{"target": "not-an-ip"}],
-                                   "ban_counts": {}})):
+                                   "ban_counts": []}),
+                    msgpack.packb({"version": 1, "bans": [], "ban_counts": [[b"\x01\x02", 32, 1]]})):
         path.write_bytes(garbage)
         loaded, warning = state.load(str(path), now=1234.0)
         assert loaded.bans == {}
