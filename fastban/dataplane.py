@@ -55,6 +55,7 @@ MEMORY_PER_BAN = {"exact_v4": 80, "exact_v6": 88, "range_v4": 44, "range_v6": 56
 HASH_BUCKET_BYTES = 16
 
 DEFAULT_CAPACITY = 1_048_576
+BPF_NOEXIST = 1         # bpf_update_elem flag: create only
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/fastban"
 TC_PREF = 5060          # tc filter priority used for the capture programs
 CAPTURE_PAGES = 1024    # perf buffer pages per CPU (4 MiB): absorbs bursts while the guard is busy
@@ -385,6 +386,7 @@ class DataPlane:
         self._lost = 0
         self._closed = False
         self.mode: str | None = None
+        self.capture_pages = CAPTURE_PAGES if self._tc_fns else 0
         if self._tc_fns:
             self.bpf[b"captures"].open_perf_buffer(self._on_event, page_cnt=CAPTURE_PAGES,
                                                   lost_cb=self._on_lost)
@@ -602,13 +604,13 @@ class DataPlane:
         if expires_ns < 0:
             raise ValueError("expires_ns must be >= 0")
         name, key = self._ban_slot(target)
-        value = FbBanValue()
-        if self._lookup(name, key, value):
-            value.expires_ns = expires_ns
-        else:
-            value = FbBanValue(expires_ns, 0)
-        err = self._update(name, key, value)
+        value = FbBanValue(expires_ns, 0)
+        err = self._update(name, key, value, BPF_NOEXIST)     # a new ban: one syscall
         if err in (errno.E2BIG, errno.ENOSPC, errno.ENOMEM) and self._purge(name):
+            err = self._update(name, key, value, BPF_NOEXIST)
+        if err == errno.EEXIST:                                # banned again: keep its hits
+            self._lookup(name, key, value)
+            value.expires_ns = expires_ns
             err = self._update(name, key, value)
         if err in (errno.E2BIG, errno.ENOSPC):
             capacity = self._tables[name].max_entries

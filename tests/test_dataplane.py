@@ -499,7 +499,10 @@ def test_capture_tcp_delivers_the_responses_of_a_real_connection(dp, rig, collec
 def test_lost_captures_are_counted_and_visible(dp, rig, collector):
     collector.flush()
     before = dp.counters()
-    sent = 4000                     # more than the perf buffer holds while nobody polls
+    # More than the perf buffer (capture_pages per CPU) holds while nobody polls: each record
+    # is the 56-byte header, the frame and perf's own 8-byte header.
+    record = 64 + 14 + 20 + 8 + len(_sip(403))
+    sent = 2 * dp.capture_pages * 4096 // record
     cpus = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(cpus)})        # one CPU, one perf ring: see below
     try:
