@@ -6,7 +6,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PYTEST  := $(PY) -m pytest
 
-.PHONY: setup host venv build test demo bench clean
+.PHONY: setup host venv build test demo bench bench-quick clean
 
 setup: host build
 
@@ -35,8 +35,15 @@ test: setup
 demo: setup
 	$(PY) -m fastban.demo
 
+# The benchmark report (about 7 minutes): benchmarks/RESULTS.md, JSON and plots in
+# benchmarks/results/. bench-quick takes about 2.5 minutes.
 bench: setup
-	$(PYTEST) -q benchmarks --benchmark-only
+	$(PY) -m pip install -q -e '.[bench]' --no-build-isolation
+	$(PY) -m benchmarks.run
+
+bench-quick: setup
+	$(PY) -m pip install -q -e '.[bench]' --no-build-isolation
+	$(PY) -m benchmarks.run --quick
 
 clean:
 	rm -rf build $(VENV) fastban/*.so ext/*.c .pytest_cache
