@@ -20,6 +20,7 @@ import time
 from fastban import control, state
 from fastban.cli import SETTINGS_FLAGS, add_settings_arguments
 from fastban.config import ConfigError, load_settings
+from fastban.dataplane import DataPlane, DataPlaneError
 from fastban.guard import Guard, GuardError, iso
 
 PIN_ROOT = "/sys/fs/bpf/fastban"
@@ -91,15 +92,10 @@ def dispatch(args) -> int:
     except ConfigError as error:
         print(f"fastban: {error}", file=sys.stderr)
         return 2
-    except (CommandError, GuardError, control.ControlError, state.StateError) as error:
+    except (CommandError, GuardError, control.ControlError, state.StateError,
+            DataPlaneError) as error:
         print(f"fastban: {error}", file=sys.stderr)
         return 1
-    except Exception as error:
-        from fastban.dataplane import DataPlaneError
-        if isinstance(error, DataPlaneError):
-            print(f"fastban: {error}", file=sys.stderr)
-            return 1
-        raise
 
 
 # -- run ------------------------------------------------------------------------------------
@@ -152,8 +148,6 @@ class _Offline:
     """The pinned maps and the state file of an interface whose guard is not running."""
 
     def __init__(self, args, settings):
-        from fastban.dataplane import DataPlane
-
         self.settings = settings
         self.dataplane = DataPlane.open_pinned(_iface(args, settings))
 
@@ -209,8 +203,6 @@ def cmd_unban(args) -> int:
 
 
 def cmd_detach(args) -> int:
-    from fastban.dataplane import DataPlane
-
     settings = _settings(args)
     if _ask(settings, "stats") is not None:
         raise CommandError("a guard is running on this socket: stop it with "

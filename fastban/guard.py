@@ -19,6 +19,7 @@ import time
 from typing import Callable
 
 from fastban import sip, state
+from fastban.dataplane import BanTableFull
 from fastban.rules import BanDecision, FailureRules
 from fastban.state import BanRecord
 
@@ -108,9 +109,6 @@ class Guard:
                 self._enforce(record, now, mono)
         for target, ban in in_map.items():
             if target in self.state.bans:
-                continue
-            if ban.expires_ns and ban.expires_ns <= mono:
-                self.dataplane.unban(target)
                 continue
             expires_at = 0.0 if ban.expires_ns == 0 else now + (ban.expires_ns - mono) / 1e9
             self.state.bans[target] = BanRecord(target, FOUND_IN_MAP, 0, now, expires_at)
@@ -209,7 +207,6 @@ class Guard:
                            (record.expires_at, next(self._sequence), record.target))
 
     def _enforce(self, record: BanRecord, now: float, mono: int) -> bool:
-        from fastban.dataplane import BanTableFull
         expires_ns = 0 if record.expires_at == 0 else wall_to_monotonic_ns(record.expires_at,
                                                                             now, mono)
         try:

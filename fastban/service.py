@@ -17,6 +17,7 @@ import time
 
 from fastban import control
 from fastban.config import load_settings
+from fastban.dataplane import DataPlane
 from fastban.guard import Guard, GuardError
 
 log = logging.getLogger("fastban")
@@ -28,8 +29,6 @@ TICK_SECONDS = 0.5
 class Service:
     def __init__(self, settings, iface: str, *, config_path=None, overrides=None,
                  detach_on_exit: bool = False):
-        from fastban.dataplane import DataPlane
-
         self.settings, self.iface = settings, iface
         self.config_path, self.overrides = config_path, overrides or {}
         self.detach_on_exit = detach_on_exit

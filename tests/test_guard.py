@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from fastban import netns, state
+from fastban import netns
 from fastban.config import load_settings
 from fastban.guard import FOUND_IN_MAP, Guard, GuardError
 from traces import sip_response
