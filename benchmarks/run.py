@@ -321,7 +321,7 @@ NOTES = """\
   median of 7 trials; the empty-program row is the harness floor included in every figure. The
   1M-to-10 ratio is side by side: a second DataPlane with 10 bans runs alternately with the
   1M-ban one. "timed" = a ban with an expiry (every ban the guard makes), for which the
-  program reads the clock; the other banned rows are permanent bans. One frame
+  program reads the (coarse) clock; the other banned rows are permanent bans. One frame
   repeated keeps its hash bucket in cache: this shows the lookup does not grow with the map, not
   the cold-cache cost (the drop rig shows that). The "pieces alone" row is where the time goes:
   bpf_ktime_get_ns() is about a third of the program on this VM; the coarse clock costs a
@@ -341,12 +341,12 @@ NOTES = """\
 - **Time to ban** is an upper bound with the probe interval as resolution; the stages come from
   timestamps inside the guard process (TC hook ktime, perf callback, map write). Almost all of
   it is user space: waking the guard, then parser + rules + ban record, then the map write
-  (a lookup and an update syscall). As a normal process on a CPU shared with other work, the
+  (one create-only update syscall for a new ban). As a normal process on a CPU shared with other work, the
   wake-up can wait for the running task's slice (HZ=250: 4 ms ticks), which is the p99 tail;
   under SCHED_FIFO that tail goes. Packets after the threshold scale with the attacker's rate:
   the probe stream is 10,000 requests/s; the row gives the rate up to which at most one gets
   through.
-- **Controller** loss is the perf buffer overflowing (capture_lost): 64 pages per CPU, and the
+- **Controller** loss is the perf buffer overflowing (capture_lost): 1024 pages (4 MiB) per CPU, and the
   TC program runs on the sender's CPU, so all events go to one CPU's buffer. Each response
   costs the single Python thread a ctypes callback and decode_capture, the parser and the
   rules (every response of the rig is a new Call-ID, as in a guessing attack): the "stages
