@@ -213,6 +213,16 @@ def test_banned_ranges_drop_their_sources(dp, rig):
     assert {ban.target for ban in dp.bans()} == {NET("10.210.0.0/30"), NET("fd00:210::/126")}
 
 
+def test_listing_reads_large_maps_whole_across_batches(dp):
+    network = ipaddress.IPv4Network("10.96.0.0/14")
+    wanted = {network.network_address + i: i % 3 * 10**12 for i in range(70_000)}
+    for address, expires in wanted.items():
+        dp.ban(address, expires_ns=expires)
+    dp.ban(IP("fd00:210::99"))
+    listed = {ban.target: ban.expires_ns for ban in dp.bans(include_expired=True)}
+    assert listed == {**wanted, IP("fd00:210::99"): 0}
+
+
 def test_range_tries_are_skipped_only_while_they_hold_no_ban(dp, rig):
     from fastban.dataplane import FB_CFG_RANGES_V4, FB_CFG_RANGES_V6
     assert dp._get_config(FB_CFG_RANGES_V4) == 0 and dp._get_config(FB_CFG_RANGES_V6) == 0
