@@ -19,7 +19,6 @@ import ipaddress
 import json
 import os
 import select
-import signal
 import struct
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, log, save_json
+from benchmarks.common import ROOT, log, save_json, stop_process
 from benchmarks.drop_rig import build_sender
 from benchmarks.time_to_ban import _ipv4_udp_header, _mac
 
@@ -213,13 +212,7 @@ def run(quick: bool = False, seconds: float = 3.0) -> dict:
             results["final_stats"] = _stats(client)
             client.close()
         finally:
-            if guard.poll() is None:
-                guard.send_signal(signal.SIGTERM)
-                try:
-                    guard.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    guard.kill()
-                    guard.wait()
+            stop_process(guard)
     log("controller_rate: stage costs alone")
     results["stages_alone"] = stage_costs()
     lossless = [s["offered_per_s"] for s in results["steps"] if s["lossless"]]

@@ -32,7 +32,6 @@ import ipaddress
 import json
 import os
 import select
-import signal
 import socket
 import struct
 import subprocess
@@ -40,7 +39,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks.common import ROOT, log, percentile, save_json
+from benchmarks.common import ROOT, log, percentile, save_json, stop_process
 
 SRV_IP, ATT_IP = "10.232.0.1", "10.232.0.2"
 POOL = ipaddress.IPv4Network("100.64.0.0/10")
@@ -138,13 +137,7 @@ def _pass(srv, att, link, sched: str, attackers: int, interval: int, first: int)
                 sock.close()
                 raw.close()
         finally:
-            if guard.poll() is None:
-                guard.send_signal(signal.SIGTERM)
-                try:
-                    guard.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    guard.kill()
-                    guard.wait()
+            stop_process(guard)
         records_path = os.path.join(workdir, "records.json")
         records = json.load(open(records_path)) if os.path.exists(records_path) else {}
     _analyse(results, per, records)
