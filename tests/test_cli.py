@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from conftest import require_tool
 from fastban.admin import format_bans
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,3 +83,18 @@ def test_list_table_format():
     assert lines[1].endswith("10 failures in 412 s: 10×403")
     assert lines[2].split()[:5] == ["2001:db8::/64", "-", "permanent", "0", "0"]
     assert format_bans([], 0) == "no addresses are blocked"
+
+
+def test_missing_kernel_headers_say_what_to_run(kernel, tmp_path):
+    """In a private mount namespace /lib/modules is an empty tmpfs: no headers for BCC."""
+    require_tool("unshare")
+    if os.path.exists("/sys/kernel/kheaders.tar.xz"):
+        pytest.skip("this kernel carries its own headers (kheaders), so none can be missing")
+    script = (f"mount -t tmpfs none /lib/modules && exec {sys.executable} -m fastban run "
+              f"--iface lo --state-file {tmp_path}/s --socket {tmp_path}/c.sock")
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    release = os.uname().release
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"fastban: no kernel headers for {release} at "
+                                     f"/lib/modules/{release}/build: run `make host`")
