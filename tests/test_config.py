@@ -1,6 +1,7 @@
 """Settings: defaults, TOML loading, overrides and every setting's validation."""
 
 import ipaddress
+import os
 
 import pytest
 
@@ -146,3 +147,8 @@ def test_file_errors(tmp_path):
 def test_settings_is_frozen():
     with pytest.raises(Exception):
         Settings().maxretry = 3
+
+
+def test_the_shipped_example_file_loads_and_matches_the_defaults():
+    example = os.path.join(os.path.dirname(__file__), "..", "fastban", "data", "fastban.toml")
+    assert load_settings(example) == DEFAULTS
