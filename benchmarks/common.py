@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import platform
+import select
 import socket
 import statistics
 import struct
@@ -196,6 +197,22 @@ def sweep_pins() -> None:
                     entry.unlink()
         with contextlib.suppress(OSError):
             directory.rmdir()                 # only when empty
+
+
+def start_guard(namespace, prefix: list, iface: str, workdir: str, *args: str,
+                timeout: float = 120) -> tuple[subprocess.Popen, str]:
+    """Starts benchmarks/guard_proc.py in the namespace (prefix: e.g. taskset or chrt) and
+    waits for its "ready" line; returns the process and that line."""
+    guard = subprocess.Popen(
+        namespace.nsenter([*prefix, sys.executable, "-m", "benchmarks.guard_proc", iface,
+                           workdir, *args]),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([guard.stdout], [], [], timeout)
+    line = guard.stdout.readline() if ready else ""
+    if not line.startswith("ready"):
+        guard.kill()
+        raise RuntimeError(f"the guard did not start: {line} {guard.stderr.read()}")
+    return guard, line
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:

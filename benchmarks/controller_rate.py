@@ -18,15 +18,12 @@ import argparse
 import ipaddress
 import json
 import os
-import select
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, log, save_json, stop_process
+from benchmarks.common import log, save_json, start_guard, stop_process
 from benchmarks.drop_rig import build_sender
 from benchmarks.time_to_ban import _ipv4_udp_header, _mac
 
@@ -164,16 +161,9 @@ def run(quick: bool = False, seconds: float = 3.0) -> dict:
         link = lab.link(srv, peer, f"{SRV_IP}/24", f"{PEER_IP}/24")
         frames = Path(workdir) / "responses.frames"
         write_frames(frames, _mac(srv, link.a), _mac(peer, link.b))
-        guard = subprocess.Popen(
-            srv.nsenter(["taskset", "-c", str(GUARD_CPU), sys.executable, "-m",
-                         "benchmarks.guard_proc", link.a, workdir, "--maxretry", str(MAXRETRY)]),
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        guard, _ = start_guard(srv, ["taskset", "-c", str(GUARD_CPU)], link.a, workdir,
+                               "--maxretry", str(MAXRETRY))
         try:
-            ready, _, _ = select.select([guard.stdout], [], [], 120)
-            line = guard.stdout.readline() if ready else ""
-            if not line.startswith("ready"):
-                guard.kill()
-                raise RuntimeError(f"the guard did not start: {line} {guard.stderr.read()}")
             client = control.Client(os.path.join(workdir, "control.sock"))
             for rate in rates:
                 log(f"controller_rate: {rate} responses/s for {seconds} s")

@@ -31,15 +31,12 @@ import argparse
 import ipaddress
 import json
 import os
-import select
 import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 
-from benchmarks.common import ROOT, log, percentile, save_json, stop_process
+from benchmarks.common import log, percentile, save_json, start_guard, stop_process
 
 SRV_IP, ATT_IP = "10.232.0.1", "10.232.0.2"
 POOL = ipaddress.IPv4Network("100.64.0.0/10")
@@ -106,16 +103,9 @@ def _pass(srv, att, link, sched: str, attackers: int, interval: int, first: int)
     srv_mac, att_mac = _mac(srv, link.a), _mac(att, link.b)
     prefix = ["taskset", "-c", str(GUARD_CPU)] + (["chrt", "-f", "50"] if sched == "fifo" else [])
     with tempfile.TemporaryDirectory(prefix="fbttb-") as workdir:
-        guard = subprocess.Popen(
-            srv.nsenter([*prefix, sys.executable, "-m", "benchmarks.guard_proc", link.a,
-                         workdir, "--maxretry", str(MAXRETRY), "--xdp-mode", "native"]),
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        guard, line = start_guard(srv, [*prefix], link.a, workdir, "--maxretry", str(MAXRETRY),
+                                  "--xdp-mode", "native")
         try:
-            ready, _, _ = select.select([guard.stdout], [], [], 120)
-            line = guard.stdout.readline() if ready else ""
-            if not line.startswith("ready"):
-                guard.kill()
-                raise RuntimeError(f"the guard did not start: {line} {guard.stderr.read()}")
             results["xdp_mode"] = line.split()[1]
             with srv.entered():
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -144,6 +134,21 @@ def _pass(srv, att, link, sched: str, attackers: int, interval: int, first: int)
     return results
 
 
+def _collect_probes(sock, attacker: int, received: set) -> int:
+    """Reads the probes waiting on the responder socket; returns the highest sequence number
+    of this attacker's among them (-1 if none)."""
+    highest = -1
+    while True:
+        try:
+            data = sock.recv(64)
+        except BlockingIOError:
+            return highest
+        tag, who, got = struct.unpack("!4sII", data[:12])
+        if tag == b"PRB1" and who == attacker:
+            received.add(got)
+            highest = max(highest, got)
+
+
 def _one_attacker(i: int, sock, raw, att_mac: bytes, srv_mac: bytes, interval: int) -> dict:
     attacker = str(POOL.network_address + i)
     for n in range(1, MAXRETRY + 1):
@@ -161,27 +166,11 @@ def _one_attacker(i: int, sock, raw, att_mac: bytes, srv_mac: bytes, interval: i
         sent.append(time.monotonic_ns())
         raw.send(header + struct.pack("!4sII", b"PRB1", i, seq))
         seq += 1
-        while True:
-            try:
-                data = sock.recv(64)
-            except BlockingIOError:
-                break
-            tag, who, got = struct.unpack("!4sII", data[:12])
-            if tag == b"PRB1" and who == i:
-                received.add(got)
-                last_rx = max(last_rx, got)
+        last_rx = max(last_rx, _collect_probes(sock, i, received))
         if seq - 1 - last_rx >= GIVE_UP_AFTER:
             break
     time.sleep(0.002)                    # stragglers
-    while True:
-        try:
-            data = sock.recv(64)
-        except BlockingIOError:
-            break
-        tag, who, got = struct.unpack("!4sII", data[:12])
-        if tag == b"PRB1" and who == i:
-            received.add(got)
-            last_rx = max(last_rx, got)
+    last_rx = max(last_rx, _collect_probes(sock, i, received))
     first_dropped = last_rx + 1
     banned = first_dropped < len(sent)
     return {"attacker": attacker, "t_n": t_n, "banned": banned,
