@@ -257,6 +257,17 @@ def _captured_stderr():
         log.close()
 
 
+def _bcc_call(call, describe):
+    """Runs a BCC call that reports trouble on fd 2 (clang, the verifier's log) and raises a
+    bare Exception; a failure becomes a DataPlaneError of describe(failure, log tail)."""
+    with _captured_stderr() as err:
+        try:
+            return call()
+        except Exception as e:      # BCC raises bare Exception
+            failure = e
+    raise DataPlaneError(describe(failure, _tail(err["text"]))) from None
+
+
 def _tail(text: str, lines: int = 6) -> str:
     kept = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return " | ".join(kept[-lines:])
@@ -360,16 +371,9 @@ class DataPlane:
             raise DataPlaneError(f"cannot create {self.pin_dir}: {e.strerror}") from None
 
         cflags = [f'-DFB_PIN_DIR="{self.pin_dir}"', f"-DFB_CAPACITY={int(capacity)}", "-w"]
-        with _captured_stderr() as err:
-            try:
-                self.bpf = bcc.BPF(text=program_source().encode(), cflags=cflags)
-            except Exception as e:      # BCC raises bare Exception
-                failure = e
-            else:
-                failure = None
-        if failure is not None:
-            raise DataPlaneError(f"cannot compile the BPF programs ({failure}): "
-                                 f"{_tail(err['text'])}") from None
+        self.bpf = _bcc_call(lambda: bcc.BPF(text=program_source().encode(), cflags=cflags),
+                             lambda failure, log: "cannot compile the BPF programs "
+                                                  f"({failure}): {log}")
         self._xdp_fn = self._load("xdp_fastban", bcc.BPF.XDP)
         self._tc_fns = {}
         if capture in ("egress", "both"):
@@ -397,17 +401,9 @@ class DataPlane:
     # ---- loading and attaching ----
 
     def _load(self, name: str, prog_type):
-        with _captured_stderr() as err:
-            try:
-                fn = self.bpf.load_func(name.encode(), prog_type)
-            except Exception as e:
-                failure = e
-            else:
-                failure = None
-        if failure is not None:
-            raise DataPlaneError(f"the kernel verifier rejected {name}: "
-                                 f"{_tail(err['text']) or failure}") from None
-        return fn
+        return _bcc_call(lambda: self.bpf.load_func(name.encode(), prog_type),
+                         lambda failure, log: f"the kernel verifier rejected {name}: "
+                                              f"{log or failure}")
 
     def attach(self, mode: str = "auto") -> str:
         """Attaches XDP (native driver, generic skb, or auto = native else generic) and the
