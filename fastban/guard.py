@@ -50,8 +50,15 @@ def as_network(text_or_object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise GuardError(f"not an IP address or network: {text_or_object}") from None
 
 
-def wall_to_monotonic_ns(wall_seconds: float, wall_now: float, mono_now_ns: int) -> int:
-    return mono_now_ns + int((wall_seconds - wall_now) * 1e9)
+def expiry_to_monotonic_ns(expires_at: float, wall_now: float, mono_now_ns: int) -> int:
+    """A wall-clock expiry as the kernel's monotonic ns, read against the given clocks;
+    0 (permanent) stays 0."""
+    return 0 if expires_at == 0 else mono_now_ns + int((expires_at - wall_now) * 1e9)
+
+
+def expiry_to_wall(expires_ns: int, wall_now: float, mono_now_ns: int) -> float:
+    """The kernel's monotonic expiry as wall-clock seconds; 0 (permanent) stays 0."""
+    return 0.0 if expires_ns == 0 else wall_now + (expires_ns - mono_now_ns) / 1e9
 
 
 def iso(seconds: float) -> str:
@@ -110,7 +117,7 @@ class Guard:
         for target, ban in in_map.items():
             if target in self.state.bans:
                 continue
-            expires_at = 0.0 if ban.expires_ns == 0 else now + (ban.expires_ns - mono) / 1e9
+            expires_at = expiry_to_wall(ban.expires_ns, now, mono)
             self.state.bans[target] = BanRecord(target, FOUND_IN_MAP, 0, now, expires_at)
             self._schedule(self.state.bans[target])
             self._dirty = True
@@ -207,8 +214,7 @@ class Guard:
                            (record.expires_at, next(self._sequence), record.target))
 
     def _enforce(self, record: BanRecord, now: float, mono: int) -> bool:
-        expires_ns = 0 if record.expires_at == 0 else wall_to_monotonic_ns(record.expires_at,
-                                                                            now, mono)
+        expires_ns = expiry_to_monotonic_ns(record.expires_at, now, mono)
         try:
             self.dataplane.ban(record.target, expires_ns)
         except BanTableFull as error:
@@ -278,10 +284,7 @@ def ban_rows(bans: dict, records: dict, now: float, mono_now: int) -> list[dict]
     rows = []
     for target in sorted(bans, key=lambda network: (network.version, network)):
         ban, record = bans[target], records.get(target)
-        if ban.expires_ns == 0:
-            expires_at = 0.0
-        else:
-            expires_at = now + (ban.expires_ns - mono_now) / 1e9
+        expires_at = expiry_to_wall(ban.expires_ns, now, mono_now)
         rows.append({
             "target": str(target),
             "reason": record.reason if record else FOUND_IN_MAP,
