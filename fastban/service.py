@@ -77,10 +77,9 @@ class Service:
             while not self._stop.is_set():
                 self.dataplane.poll(POLL_MS)
                 with self.lock:
-                    if self.pending:
-                        batch = self.pending[:]
+                    if self.pending:             # filled by poll(), on this thread
+                        self.guard.handle_responses(self.pending)
                         self.pending.clear()
-                        self.guard.handle_responses(batch)
                     if time.monotonic() >= next_tick:
                         self.guard.tick()
                         next_tick = time.monotonic() + TICK_SECONDS
