@@ -47,6 +47,7 @@ from __future__ import annotations
 import csv
 import ctypes
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -62,6 +63,7 @@ from fastban import netns
 
 LAB_FILES = Path(__file__).parent / "lab"
 SIP_PORT = 5060
+BRIDGE_MAC = "02:fb:00:00:00:01"   # locally administered; each lab has its own namespace
 
 SERVER_V4, SERVER_V6 = "192.0.2.10", "2001:db8:2::10"
 ROUTER_SERVER_V4, ROUTER_SERVER_V6 = "192.0.2.1", "2001:db8:2::1"
@@ -442,8 +444,10 @@ class SipLab:
                         f"{SERVER_V6}/64", f"{ROUTER_SERVER_V6}/64")
         self.server_iface = link.a
         self.router_server_iface = link.b
-        net.run(["ip", "link", "add", "br0", "type", "bridge", "stp_state", "0",
-                 "forward_delay", "0"])
+        # A bridge without a set address takes its lowest port's, so adding a client could
+        # change the router's MAC under the neighbour caches of the clients already there.
+        net.run(["ip", "link", "add", "br0", "address", BRIDGE_MAC, "type", "bridge",
+                 "stp_state", "0", "forward_delay", "0"])
         for cidr in (f"{ROUTER_PHONE_V4}/24", f"{ROUTER_ATTACKER_V4}/24",
                      f"{ROUTER_PHONE_V6}/64", f"{ROUTER_ATTACKER_V6}/64"):
             net.run(["ip", "addr", "add", cidr, "dev", "br0", *(["nodad"] if ":" in cidr else [])])
@@ -459,6 +463,11 @@ class SipLab:
                              addresses_b=())
         self.router_namespace.run(["ip", "link", "set", link.b, "master", "br0"])
         _default_routes(ns, gw4, gw6)
+
+    def router_mac(self) -> str:
+        """The MAC address the clients reach the router at."""
+        out = self.router_namespace.run(["ip", "-json", "link", "show", "br0"]).stdout
+        return json.loads(out)[0]["address"]
 
     def add_attacker(self) -> int:
         """Adds an attacker namespace on the bridge; returns its index."""

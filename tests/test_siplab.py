@@ -200,7 +200,11 @@ def test_unanswered_attacker_keeps_going_and_the_server_counts_only_what_arrived
 
 
 def test_an_attacker_added_to_a_running_lab(lab):
+    router = lab.router_mac()
     index = lab.add_attacker()
+    # the clients already there keep reaching the router at the address they cached
+    assert lab.router_mac() == router == siplab.BRIDGE_MAC
+    assert lab.register_phone(count=1, interval=0.05, response_timeout=SLOW).successes == 1
     address = lab.attacker_address(index, 6)
     assert address == siplab.attacker_addresses(index)[1]
     result = lab.start_attacker(guesses=3, rate=200, index=index, family=6,
