@@ -156,7 +156,7 @@ class Ban:
         return max(0, self.expires_ns - now)
 
 
-@dataclass
+@dataclass(slots=True)
 class CapturedResponse:
     src: ipaddress.IPv4Address | ipaddress.IPv6Address
     dst: ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -869,12 +869,28 @@ def decode_capture(raw: bytes) -> CapturedResponse | None:
      direction, _) = CAPTURE_META.unpack_from(raw)
     packet = raw[CAPTURE_META.size:CAPTURE_META.size + cap_len]
     if family == 4:
-        src, dst = ipaddress.IPv4Address(saddr[:4]), ipaddress.IPv4Address(daddr[:4])
+        src, dst = _address(_V4_ADDRESSES, saddr[:4]), _address(_V4_ADDRESSES, daddr[:4])
     else:
-        src, dst = ipaddress.IPv6Address(saddr), ipaddress.IPv6Address(daddr)
+        src, dst = _address(_V6_ADDRESSES, saddr), _address(_V6_ADDRESSES, daddr)
     return CapturedResponse(
         src, dst, sport, dport, _PROTOCOLS.get(protocol, "udp"), status, packet[payload_off:],
         ktime_ns, "ingress" if direction == FB_DIR_INGRESS else "egress", packet)
+
+
+# The same few addresses (the server's, each attacker's) recur in every capture; building an
+# ipaddress object costs more than the rest of the decoding, so recent ones are reused.
+ADDRESS_CACHE_SIZE = 65536
+_V4_ADDRESSES: dict[bytes, ipaddress.IPv4Address] = {}
+_V6_ADDRESSES: dict[bytes, ipaddress.IPv6Address] = {}
+
+
+def _address(cache: dict, packed: bytes):
+    address = cache.get(packed)
+    if address is None:
+        if len(cache) >= ADDRESS_CACHE_SIZE:
+            cache.clear()
+        address = cache[packed] = ipaddress.ip_address(packed)
+    return address
 
 
 def remove_pins(pin_dir: str) -> None:
