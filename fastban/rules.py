@@ -140,10 +140,11 @@ class BanDecision:
 class _Call:
     """One (peer, Call-ID): the last final response's transaction."""
 
-    __slots__ = ("peer", "branch", "status", "at", "open", "seq")
+    __slots__ = ("peer", "source", "branch", "status", "at", "open", "seq")
 
-    def __init__(self, peer, branch, status, at, open_, seq):
+    def __init__(self, peer, source, branch, status, at, open_, seq):
         self.peer = peer
+        self.source = source        # the peer's source_key()
         self.branch = branch
         self.status = status
         self.at = at
@@ -217,8 +218,10 @@ class FailureRules:
 
         Ints hash far faster than ipaddress objects; IPv6 keys carry the V6_KEY bit so that
         an IPv4 and an IPv6 address never share a key."""
-        value = int(peer)
-        if peer.version == 4:
+        return self._key(int(peer), peer.version)
+
+    def _key(self, value: int, version: int) -> int:
+        if version == 4:
             return value
         if self._v6prefix < 128:
             shift = 128 - self._v6prefix
@@ -232,12 +235,12 @@ class FailureRules:
 
     def _stale(self, call: _Call) -> bool:
         """True when the record predates a ban/forget of its source."""
-        reset = self._reset_at.get(self.source_key(call.peer))
+        reset = self._reset_at.get(call.source)
         return reset is not None and call.seq <= reset
 
-    def _new_call(self, peer, branch, status, now, open_) -> _Call:
+    def _new_call(self, peer, source, branch, status, now, open_) -> _Call:
         self._seq += 1
-        return _Call(peer, branch, status, now, open_, self._seq)
+        return _Call(peer, source, branch, status, now, open_, self._seq)
 
     def _mark_reset(self, key) -> None:
         reset = self._reset_at
@@ -245,10 +248,6 @@ class FailureRules:
         reset.move_to_end(key)
         if len(reset) > self.settings.max_sources:
             reset.popitem(last=False)
-
-    def _check_received(self, peer, received: bytes):
-        if received and _received_address(received) != peer:
-            self.stats["via_received_mismatch"] += 1
 
     def _store_call(self, key, call: _Call) -> None:
         calls = self._calls
@@ -266,7 +265,8 @@ class FailureRules:
                 self._open -= 1
                 if not self._stale(old):
                     kind = KIND_UNANSWERED_407 if old.status == 407 else KIND_UNANSWERED_401
-                    decision = self._fail(call.at, old.peer, kind, "failures_unanswered_challenge")
+                    decision = self._fail(call.at, old.peer, old.source, kind,
+                                          "failures_unanswered_challenge")
                     if decision is not None:
                         self._pending.append(decision)
 
@@ -276,10 +276,10 @@ class FailureRules:
             self._open -= 1
         return call
 
-    def _fail(self, now: float, peer, kind: str, stat: str) -> BanDecision | None:
-        self.stats["failures"] += 1
-        self.stats[stat] += 1
-        key = self.source_key(peer)
+    def _fail(self, now: float, peer, key: int, kind: str, stat: str) -> BanDecision | None:
+        stats = self.stats
+        stats["failures"] += 1
+        stats[stat] += 1
         sources = self._sources
         history = sources.get(key)
         if history is None:
@@ -327,9 +327,13 @@ class FailureRules:
         if (self._wl4 or self._wl6) and self.is_whitelisted(peer):
             stats["whitelisted_skipped"] += 1
             return None
-        self._check_received(peer, message.via_received)
+        received = message.via_received
+        if received and _received_address(received) != peer:
+            stats["via_received_mismatch"] += 1
 
-        key = (int(peer) if peer.version == 4 else int(peer) | V6_KEY, message.call_id)
+        value, version = int(peer), peer.version
+        source = value if version == 4 else self._key(value, version)
+        key = (value if version == 4 else value | V6_KEY, message.call_id)
         branch = message.via_branch
         calls = self._calls
         call = calls.get(key)
@@ -342,22 +346,22 @@ class FailureRules:
 
         if status == 401 or status == 407:
             stats["challenges"] += 1
-            self._store_call(key, self._new_call(peer, branch, status, now, True))
+            self._store_call(key, self._new_call(peer, source, branch, status, now, True))
             if not was_open:
                 return None
             kind = KIND_REPEATED_407 if status == 407 else KIND_REPEATED_401
-            decision = self._fail(now, peer, kind, "failures_repeated_challenge")
+            decision = self._fail(now, peer, source, kind, "failures_repeated_challenge")
             if decision is not None:
                 self._drop_call(key)
             return decision
 
         if status == 403:
-            self._store_call(key, self._new_call(peer, branch, status, now, False))
-            return self._fail(now, peer, KIND_403, "failures_403")
+            self._store_call(key, self._new_call(peer, source, branch, status, now, False))
+            return self._fail(now, peer, source, KIND_403, "failures_403")
 
         if status == 404 and self._count_404 and message.cseq_method == b"REGISTER":
-            self._store_call(key, self._new_call(peer, branch, status, now, False))
-            return self._fail(now, peer, KIND_REGISTER_404, "failures_register_404")
+            self._store_call(key, self._new_call(peer, source, branch, status, now, False))
+            return self._fail(now, peer, source, KIND_REGISTER_404, "failures_register_404")
 
         # any other final answer closes the Call-ID
         if self._drop_call(key) is not None and was_open:
@@ -377,9 +381,8 @@ class FailureRules:
             self._drop_call(key)
             if call.open and not self._stale(call):
                 kind = KIND_UNANSWERED_407 if call.status == 407 else KIND_UNANSWERED_401
-                decision = self._fail(
-                    min(now, call.at + self._grace), call.peer, kind, "failures_unanswered_challenge"
-                )
+                decision = self._fail(min(now, call.at + self._grace), call.peer, call.source,
+                                      kind, "failures_unanswered_challenge")
                 if decision is not None:
                     decisions.append(decision)
         return decisions
