@@ -169,6 +169,34 @@ def test_decode_capture_reads_the_struct_as_ctypes_lays_it_out():
     assert dataplane.decode_capture(bytes(meta)[:55]) is None
 
 
+def test_decoded_addresses_stay_right_past_the_address_cache(monkeypatch):
+    """Recurring addresses are reused; a flood of distinct ones (spoofed sources) neither grows
+    the cache past its size nor mixes the families up."""
+    monkeypatch.setattr(dataplane, "ADDRESS_CACHE_SIZE", 8)
+    monkeypatch.setattr(dataplane, "_V4_ADDRESSES", {})
+    monkeypatch.setattr(dataplane, "_V6_ADDRESSES", {})
+
+    def record(family, src, dst):
+        meta = FbCaptureMeta(status=401, payload_off=0, cap_len=3, family=family, protocol=17)
+        meta.saddr[:len(src.packed)] = src.packed
+        meta.daddr[:len(dst.packed)] = dst.packed
+        return bytes(meta) + b"SIP"
+
+    server4, server6 = IP("192.0.2.1"), IP("2001:db8::1")
+    first = dataplane.decode_capture(record(4, server4, IP("203.0.113.1")))
+    for n in range(1, 30):
+        v4 = dataplane.decode_capture(record(4, server4, IP(f"203.0.113.{n}")))
+        v6 = dataplane.decode_capture(record(6, server6, IP(f"2001:db8::{n:x}")))
+        assert (v4.src, v4.dst, v6.src, v6.dst) == \
+            (server4, IP(f"203.0.113.{n}"), server6, IP(f"2001:db8::{n:x}"))
+        assert len(dataplane._V4_ADDRESSES) <= 8 and len(dataplane._V6_ADDRESSES) <= 8
+    again = dataplane.decode_capture(record(4, server4, IP("203.0.113.29")))
+    assert again.dst is v4.dst and first.src == again.src
+    # an IPv4-mapped-looking IPv6 address is not confused with the IPv4 one
+    mapped = dataplane.decode_capture(record(6, server6, IP("cb00:711d::")))
+    assert mapped.dst.version == 6
+
+
 def test_attach_reports_the_mode_and_maps_are_pinned(rig):
     assert rig.mode in ("native", "generic")
     pins = set(os.listdir(rig.dp.pin_dir))
