@@ -1,7 +1,24 @@
-"""Builds the Cython SIP parser; fastban falls back to pure Python when it is absent."""
+"""Builds the Cython SIP parser (fastban falls back to pure Python when it is absent) and ships
+the BPF sources inside the package, so an installed wheel compiles the same programs."""
 import os
+from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+BPF_SOURCES = ("fastban.h", "xdp_drop.c", "tc_capture.c")
+
+
+class BuildPyWithBpf(build_py):
+    """Copies bpf/*.h and *.c to fastban/bpf/ in the build (where dataplane looks second)."""
+
+    def run(self):
+        super().run()
+        target = Path(self.build_lib) / "fastban" / "bpf"
+        self.mkpath(str(target))
+        for name in BPF_SOURCES:
+            self.copy_file(os.path.join("bpf", name), str(target / name))
+
 
 try:
     from Cython.Build import cythonize
@@ -13,4 +30,4 @@ else:
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     ) if os.path.exists("ext/sipparser.pyx") else []
 
-setup(ext_modules=ext_modules)
+setup(ext_modules=ext_modules, cmdclass={"build_py": BuildPyWithBpf})
