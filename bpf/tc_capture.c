@@ -59,10 +59,27 @@ static __always_inline int fb_capture(struct __sk_buff *skb, __u8 direction)
         if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
             return TC_ACT_OK;
         meta.family = 6;
-        l4proto = ip6.nexthdr;            /* responses carry no extension headers */
+        l4proto = ip6.nexthdr;
         __builtin_memcpy(meta.saddr, &ip6.saddr, 16);
         __builtin_memcpy(meta.daddr, &ip6.daddr, 16);
         off += sizeof(ip6);
+        /* Skip up to four extension headers (hop-by-hop, routing, destination, fragment). */
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            if (l4proto != 0 && l4proto != 43 && l4proto != 60 && l4proto != 44)
+                break;
+            __u8 ext[4];
+            if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0)
+                return TC_ACT_OK;
+            if (l4proto == 44) {
+                if ((ext[2] << 5 | ext[3] >> 3) != 0)
+                    return TC_ACT_OK;     /* a later fragment: no status line in it */
+                off += 8;
+            } else {
+                off += (ext[1] + 1) * 8;
+            }
+            l4proto = ext[0];
+        }
     } else {
         return TC_ACT_OK;
     }

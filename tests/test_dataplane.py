@@ -585,6 +585,34 @@ def test_capture_parses_vlan_and_qinq_tagged_responses(dp, rig, collector):
     assert [r.packet[12:14] for r in got] == [b"\x81\x00", b"\x88\xa8", b"\x81\x00"]
 
 
+def test_capture_skips_ipv6_extension_headers(dp, rig, collector):
+    """Hop-by-hop, destination options, routing and a first fragment lie between the IPv6
+    header and UDP; a later fragment (no UDP header, no status line) is not forwarded."""
+    from scapy.layers.inet import UDP
+    from scapy.layers.inet6 import (IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
+                                    IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
+    from scapy.layers.l2 import Ether
+
+    collector.flush()
+    eth = Ether(src=rig.srv_mac, dst=rig.cli_mac)
+    ip6 = IPv6(src=SRV6, dst=CLI6[3])
+    udp = UDP(sport=5060, dport=5062) / _sip(403)
+    frames = [eth / ip6 / IPv6ExtHdrHopByHop() / udp,
+              eth / ip6 / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / IPv6ExtHdrRouting() / udp,
+              eth / ip6 / IPv6ExtHdrFragment(id=7, offset=0, m=0) / udp,
+              eth / ip6 / IPv6ExtHdrFragment(id=8, offset=8, m=0, nh=17) / _sip(403)]
+    with rig.srv.entered():
+        raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    with raw:
+        raw.bind((rig.srv_if, 0))
+        for frame in frames:
+            raw.send(bytes(frame))
+    got = collector.wait(3)
+    assert [(r.status, str(r.dst), r.sport, r.dport) for r in got] == \
+        [(403, CLI6[3], 5060, 5062)] * 3
+    assert [r.payload for r in got] == [_sip(403)] * 3
+
+
 def test_ingress_capture_sees_responses_arriving_at_the_interface(dp, rig, collector):
     collector.flush()
     with rig.cli.entered():
