@@ -350,7 +350,11 @@ NOTES = """\
   TC program runs on the sender's CPU, so all events go to one CPU's buffer. Each response
   costs the single Python thread a ctypes callback and decode_capture, the parser and the
   rules (every response of the rig is a new Call-ID, as in a guessing attack): the "stages
-  alone" row adds up to the ceiling.
+  alone" row adds up to the ceiling. Every 10th response crosses a ban threshold, and the
+  rig's 403s keep coming after the ban (they never pass XDP), so about 10% of responses also
+  write a ban. The sender's CPU also runs the TC program and the perf copy: it tops out near
+  110-120k responses/s, so the higher steps offer what it can. "Sustained" is the highest step
+  with no loss at it and at every step below it.
 - **Scale**: the controller figures are for the Guard as committed when the run was made (see
   the date above); ban/unban by hand and expiry slices are the Guard's choices.
 """
