@@ -30,6 +30,12 @@ log = logging.getLogger("fastban")
 # the loop's time. A ban made in between is still in the pinned maps if the guard is killed.
 SAVE_INTERVAL = 1.0
 SAVE_SHARE_DIVISOR = 10
+# A save appends the changes to the state's journal. The whole state is written again (and the
+# journal emptied) once the journal holds more than JOURNAL_MIN changes and more than twice the
+# most bans active since the last such write: replaying it on start then costs at most about
+# twice reading that many bans, and a wave of expiries after a wave of bans is journaled rather
+# than rewriting a large state in the middle of it.
+JOURNAL_MIN = 1000
 # Bans lifted per tick at most, so that a wave of expiries never stalls the capture; the
 # kernel already ignores a lapsed ban, so lifting the rest a tick later changes no verdict.
 EXPIRE_BATCH = 10_000
@@ -77,7 +83,13 @@ class Guard:
         self.state, warning = state.load(settings.state_file, now=wall())
         if warning:
             log.warning(warning)
+        counts = self.state.ban_counts
+        while len(counts) > BAN_HISTORY_CAP:             # the journal does not record evictions
+            del counts[next(iter(counts))]
         self._dirty, self._saved_at, self._save_gap = False, 0.0, SAVE_INTERVAL
+        self._changes: list = []          # journal entries since the last save
+        self._peak_bans = len(self.state.bans)   # most bans active since the whole state was written
+        self._rewrite = bool(warning)     # a file was set aside or cut: write the whole state
         self._expiries: list[tuple[float, int, object]] = []  # heap: (expires_at, n, target)
         self._sequence = itertools.count()
         for record in self.state.bans.values():
@@ -120,8 +132,9 @@ class Guard:
             expires_at = expiry_to_wall(ban.expires_ns, now, mono)
             self.state.bans[target] = BanRecord(target, FOUND_IN_MAP, 0, now, expires_at)
             self._schedule(self.state.bans[target])
-            self._dirty = True
-        self.save()
+            self._dirty = self._rewrite = True
+        if self._dirty:
+            self.save()
 
     # -- traffic ----------------------------------------------------------------------------
 
@@ -160,6 +173,7 @@ class Guard:
                 continue            # lifted by hand, or banned again with a new expiry
             self.dataplane.unban(target)
             del self.state.bans[target]
+            self._changes.append(state.unban_change(target))
             self._dirty = True
             expired += 1
             log.info("unban %s: ban of %s expired", target, _duration(record))
@@ -198,11 +212,13 @@ class Guard:
         if not self._enforce(record, now, self.monotonic_ns()):
             return None
         self.state.bans[target] = record
+        self._peak_bans = max(self._peak_bans, len(self.state.bans))
         self._schedule(record)
         counts = self.state.ban_counts
         counts[target] = counts.pop(target, 0) + 1        # most recently banned last
         if len(counts) > BAN_HISTORY_CAP:
             del counts[next(iter(counts))]
+        self._changes.append(state.ban_change(record, counts[target]))
         self.counts["bans_total"] += 1
         self._dirty = True
         log.info("ban %s for %s: %s", target, _duration(record), reason)
@@ -230,6 +246,7 @@ class Guard:
         if removed:
             self.rules.forget(network.network_address)
             self.counts["unbans_total"] += 1
+            self._changes.append(state.unban_change(network))
             self._dirty = True
             log.info("unban %s: by hand", network)
         return removed
@@ -241,8 +258,19 @@ class Guard:
         return len(targets)
 
     def save(self) -> None:
+        """Appends the changes since the last save to the journal, or writes the whole state
+        when the journal has grown too long (see JOURNAL_MIN)."""
         started = time.monotonic()
-        state.save(self.state, self.settings.state_file)
+        path, changes = self.settings.state_file, self._changes
+        length = self.state.journal_length + len(changes)
+        if self._rewrite or length > max(JOURNAL_MIN, 2 * self._peak_bans):
+            state.save(self.state, path)
+            self.state.journal_length, self._rewrite = 0, False
+            self._peak_bans = len(self.state.bans)
+        elif changes:
+            state.append(changes, path)
+            self.state.journal_length = length
+        self._changes = []
         took = time.monotonic() - started
         self._save_gap = max(SAVE_INTERVAL, took * SAVE_SHARE_DIVISOR)
         self._dirty, self._saved_at = False, self.wall()

@@ -1,13 +1,21 @@
-"""The guard's saved state: active bans and each source's ban history, in one msgpack file.
+"""The guard's saved state: active bans and each source's ban history, in one msgpack file,
+plus a journal of the changes made since it was written.
 
-Written atomically (a temporary file in the same folder, fsync, rename), so a crash leaves the
-old file or the new one, never half of one. A file that cannot be read back is reported, moved
-aside as `<name>.corrupt-<unix time>` and replaced by an empty state: the service starts anyway,
-and the pinned kernel maps still hold the bans that were enforced.
+The snapshot is written atomically (a temporary file in the same folder, fsync, rename), so a
+crash leaves the old file or the new one, never half of one; writing it empties the journal.
+Between snapshots, changes are appended to `<name>.journal` (fsync'd), so a save costs what
+changed, not the whole state. Replaying a change twice gives the same state, so a crash between
+the snapshot's rename and the journal's removal loses nothing.
+
+A snapshot that cannot be read back is reported, moved aside as `<name>.corrupt-<unix time>` and
+replaced by an empty state: the service starts anyway, and the pinned kernel maps still hold the
+bans that were enforced. A journal whose last change was cut short by a crash keeps the changes
+before it; a journal that cannot be read is moved aside the same way.
 """
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import os
 import time
@@ -50,18 +58,29 @@ class BanRecord:
                 self.failures, self.banned_at, self.expires_at]
 
     @classmethod
-    def from_row(cls, row: list) -> BanRecord:
+    def from_row(cls, row: list, target=None) -> BanRecord:
         packed, prefixlen, reason, failures, banned_at, expires_at = row
-        if not isinstance(packed, bytes):
-            raise StateError(f"a ban's address is {type(packed).__name__}, not bytes")
-        return cls(ipaddress.ip_network((packed, int(prefixlen))), str(reason), int(failures),
-                   float(banned_at), float(expires_at))
+        if target is None:
+            target = network_from(packed, prefixlen)
+        return cls(target, str(reason), int(failures), float(banned_at), float(expires_at))
+
+
+_NETWORK_TYPES = {4: ipaddress.IPv4Network, 16: ipaddress.IPv6Network}
+
+
+def network_from(packed, prefixlen) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The network saved as (packed address, prefix length)."""
+    kind = _NETWORK_TYPES.get(len(packed)) if isinstance(packed, bytes) else None
+    if kind is None:
+        raise StateError(f"a saved address is {packed!r}, not 4 or 16 bytes")
+    return kind((packed, int(prefixlen)))
 
 
 @dataclass
 class State:
     bans: dict = field(default_factory=dict)          # network -> BanRecord
     ban_counts: dict = field(default_factory=dict)    # network -> times banned (escalation)
+    journal_length: int = field(default=0, compare=False)   # changes in the journal file
 
     def to_wire(self) -> dict:
         return {
@@ -77,16 +96,22 @@ class State:
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             raise StateError(f"not a fastban state file of version {FORMAT_VERSION}")
         state = cls()
+        networks = {}                 # (packed, prefixlen) -> the network, made once for both
         for row in data["bans"]:
             record = BanRecord.from_row(row)
+            networks[row[0], row[1]] = record.target
             if not record.expired(now):
                 state.bans[record.target] = record
         for packed, prefixlen, count in data["ban_counts"]:
-            state.ban_counts[ipaddress.ip_network((packed, int(prefixlen)))] = int(count)
+            network = networks.get((packed, prefixlen))
+            if network is None:
+                network = network_from(packed, prefixlen)
+            state.ban_counts[network] = int(count)
         return state
 
 
 def save(state: State, path: str) -> None:
+    """Writes the whole state as the snapshot and empties the journal."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, mode=0o700, exist_ok=True)
     temporary = f"{path}.tmp-{os.getpid()}"
@@ -96,11 +121,104 @@ def save(state: State, path: str) -> None:
         os.fsync(out.fileno())
     os.chmod(temporary, 0o600)
     os.replace(temporary, path)
+    try:
+        os.unlink(path + JOURNAL_SUFFIX)
+    except FileNotFoundError:
+        pass
+
+
+# In the journal file a change is ["ban", BanRecord row, times banned] or
+# ["unban", packed address, prefixlen]; in memory, until written, the tuples below.
+JOURNAL_SUFFIX = ".journal"
+
+
+def ban_change(record: BanRecord, times_banned: int) -> tuple:
+    return ("ban", record, times_banned)
+
+
+def unban_change(target) -> tuple:
+    return ("unban", target)
+
+
+def _journal_entry(change: tuple) -> list:
+    if change[0] == "ban":
+        return ["ban", change[1].to_row(), change[2]]
+    return ["unban", change[1].network_address.packed, change[1].prefixlen]
+
+
+def append(changes: list, path: str) -> None:
+    """Appends changes (ban_change, unban_change) to the journal of the state file at `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    fd = os.open(path + JOURNAL_SUFFIX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    pack = msgpack.Packer(use_bin_type=True).pack
+    with open(fd, "ab") as out:
+        out.write(b"".join(pack(_journal_entry(change)) for change in changes))
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _apply(state: State, change, now: float) -> None:
+    if not isinstance(change, list) or not change:
+        raise StateError("a journal entry is not a change")
+    if change[0] == "ban" and len(change) == 3:
+        record = BanRecord.from_row(change[1])
+        state.ban_counts.pop(record.target, None)          # most recently banned last
+        state.ban_counts[record.target] = int(change[2])
+        if record.expired(now):
+            state.bans.pop(record.target, None)
+        else:
+            state.bans[record.target] = record
+    elif change[0] == "unban" and len(change) == 3:
+        packed, prefixlen = change[1], change[2]
+        state.bans.pop(network_from(packed, prefixlen), None)
+    else:
+        raise StateError(f"unknown journal change {change[0]!r}")
+
+
+def _replay(state: State, path: str, now: float) -> tuple[int, str | None]:
+    """Applies the journal to `state`; returns the changes applied and a warning, if any."""
+    journal = path + JOURNAL_SUFFIX
+    try:
+        with open(journal, "rb") as source:
+            raw = source.read()
+    except FileNotFoundError:
+        return 0, None
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(raw) or 1)
+    unpacker.feed(raw)
+    applied = whole = 0             # whole: where the last complete change ends
+    try:
+        for change in unpacker:
+            _apply(state, change, now)
+            applied, whole = applied + 1, unpacker.tell()
+    except (ValueError, TypeError, KeyError, StateError, msgpack.UnpackException) as error:
+        aside = f"{journal}.corrupt-{int(now)}"
+        os.replace(journal, aside)
+        return applied, (f"state journal {journal} is unreadable after {applied} changes "
+                         f"({error}); moved to {aside}")
+    if whole < len(raw):
+        os.truncate(journal, whole)                 # so that new changes follow a whole one
+        return applied, (f"state journal {journal}: the last change was cut short (a crash while "
+                         f"writing it); the {applied} changes before it are kept")
+    return applied, None
 
 
 def load(path: str, now: float | None = None) -> tuple[State, str | None]:
-    """Returns the saved state (expired bans dropped) and a warning when the file was set aside."""
+    """Returns the saved state with its journal applied (expired bans dropped; journal_length
+    set) and a warning when something was set aside or cut short."""
     now = time.time() if now is None else now
+    collecting = gc.isenabled()
+    gc.disable()              # millions of new objects, none in a cycle: a pass would only slow
+    try:
+        loaded, warning = _load_snapshot(path, now)
+        loaded.journal_length, journal_warning = _replay(loaded, path, now)
+    finally:
+        if collecting:
+            gc.enable()
+    return loaded, "; ".join(filter(None, (warning, journal_warning))) or None
+
+
+def _load_snapshot(path: str, now: float) -> tuple[State, str | None]:
     try:
         with open(path, "rb") as source:
             raw = source.read()

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from fastban import netns
+from fastban import guard as guard_module, netns
 from fastban.config import load_settings
 from fastban.guard import FOUND_IN_MAP, Guard, GuardError
 from traces import sip_response
@@ -126,7 +126,8 @@ def test_bans_survive_a_restart_and_a_lost_state_file(dataplane, settings_for, t
     assert {str(t): r.reason for t, r in again.state.bans.items()} == {
         "10.240.0.66/32": guard.state.bans[ipaddress.ip_network("10.240.0.66/32")].reason,
         "10.250.0.0/16": "hand"}
-    (tmp_path / "state.msgpack").unlink()          # as if killed before the file was written
+    for saved in tmp_path.glob("state.msgpack*"):   # as if killed before anything was written
+        saved.unlink()
     third = Guard(settings, dataplane)
     assert {str(t): r.reason for t, r in third.state.bans.items()} == {
         "10.240.0.66/32": FOUND_IN_MAP, "10.250.0.0/16": FOUND_IN_MAP}
@@ -223,3 +224,33 @@ def test_ban_history_is_capped_forgetting_the_least_recently_banned(dataplane, s
     assert {str(t): n for t, n in guard.state.ban_counts.items()} == {
         "10.240.2.1/32": 2, "10.240.2.3/32": 1}
     guard.unban_all()
+
+
+def test_saves_append_to_the_journal_until_it_outgrows_the_bans(dataplane, settings_for,
+                                                                 tmp_path, monkeypatch):
+    """The whole state is written again once the journal holds more than JOURNAL_MIN changes
+    and more than twice the most bans active since the last such write."""
+    monkeypatch.setattr(guard_module, "JOURNAL_MIN", 4)
+    settings = settings_for()
+    snapshot, journal = tmp_path / "state.msgpack", tmp_path / "state.msgpack.journal"
+    guard = Guard(settings, dataplane)
+    guard.ban("10.250.1.1", duration=300)
+    guard.ban("10.250.1.2", duration=300)
+    guard.save()
+    assert journal.exists() and not snapshot.exists() and guard.state.journal_length == 2
+    restarted = Guard(settings, dataplane)                  # replays the journal
+    assert restarted.state.bans == guard.state.bans and restarted.state.journal_length == 2
+    guard.unban("10.250.1.1")
+    guard.ban("10.250.1.3", duration=0)
+    guard.ban("10.250.1.4", duration=300)                   # 3 bans at most so far
+    guard.unban("10.250.1.2")
+    guard.save()                      # 6 changes: not more than max(JOURNAL_MIN, 2 x 3)
+    assert not snapshot.exists() and guard.state.journal_length == 6
+    guard.ban("10.250.1.5", duration=300)
+    guard.save()                      # 7 changes: the whole state is written instead
+    assert snapshot.exists() and not journal.exists() and guard.state.journal_length == 0
+    again = Guard(settings, dataplane)
+    assert sorted(map(str, again.state.bans)) == ["10.250.1.3/32", "10.250.1.4/32",
+                                                  "10.250.1.5/32"]
+    assert again.state.bans == guard.state.bans and again.state.ban_counts == \
+        guard.state.ban_counts
