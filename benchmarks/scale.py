@@ -7,7 +7,8 @@ with a fake wall clock (so expiry can be triggered without waiting). Measures:
     the failure rules take: record, expiry heap, map write);
   - memory with 1M bans: the controller process's RSS growth, and the kernel's own figure for
     the bans_v4 map (fdinfo memlock, which on 6.x is the map's actual memory use);
-  - the state file: save time and size with 1M bans;
+  - the state file: time and size of writing the whole state with 1M bans, and of a save after
+    one change (appended to the journal);
   - DataPlane.bans() (what `fastban list` and the start-up reconciliation read) with 1M bans;
   - Guard.ban / Guard.unban by hand (`fastban ban/unban`) with 1M bans present: time per call;
   - expiring 1M bans: the clock jumps past their end, Guard.tick() is called until none is
@@ -28,8 +29,10 @@ import time
 
 from benchmarks import bpfsys
 from benchmarks.common import BENCH_PIN_ROOT, log, map_memlock, rss_bytes, save_json, v4_addresses
+from fastban import state
 
 CAPACITY = 1_048_576
+SAVE_EVERY = 10_000        # bans between two saves while the guard fills up
 
 
 class FakeClock:
@@ -85,14 +88,20 @@ def run(quick: bool = False, total: int = 1_000_000) -> dict:
                 rss0 = rss_bytes()
                 guard = Guard(settings, dp, wall=clock)
                 log(f"scale: Guard.ban_decided x {total}")
-                t0 = time.perf_counter()
                 now = clock()
-                for address in fill:
-                    guard.ban_decided(BanDecision(address, ipaddress.ip_network(address), 10,
-                                                  now - 60, now, 3600, "10 failures in 60 s"))
-                took = time.perf_counter() - t0
+                took = saving = 0.0
+                for first in range(0, total, SAVE_EVERY):
+                    t0 = time.perf_counter()
+                    for address in fill[first:first + SAVE_EVERY]:
+                        guard.ban_decided(BanDecision(address, ipaddress.ip_network(address),
+                                                      10, now - 60, now, 3600,
+                                                      "10 failures in 60 s"))
+                    t1 = time.perf_counter()
+                    guard.save()          # as the service's ticks do while bans pour in
+                    took, saving = took + t1 - t0, saving + time.perf_counter() - t1
                 results["controller_ban_per_s"] = round(total / took)
                 results["guard_fill_seconds"] = round(took, 1)
+                results["state_saves_during_fill_seconds"] = round(saving, 2)
                 gc.collect()
                 results["controller_rss_growth_bytes"] = rss_bytes() - rss0
                 results["controller_bytes_per_ban"] = round(
@@ -102,11 +111,15 @@ def run(quick: bool = False, total: int = 1_000_000) -> dict:
                 results["map_bytes_per_ban"] = round(
                     (results["map_memlock_bytes"] - results["map_memlock_empty"]) / total, 1)
 
-                log("scale: state save")
+                log("scale: state save: the whole state, then one change")
                 t0 = time.perf_counter()
-                guard.save()
+                state.save(guard.state, settings.state_file)
                 results["state_save_seconds"] = round(time.perf_counter() - t0, 2)
                 results["state_file_bytes"] = os.path.getsize(settings.state_file)
+                guard.ban(fresh[-1], 3600)
+                t0 = time.perf_counter()
+                guard.save()                  # one change: appended to the journal
+                results["state_save_one_change_seconds"] = round(time.perf_counter() - t0, 4)
 
                 log("scale: DataPlane.bans()")
                 t0 = time.perf_counter()
