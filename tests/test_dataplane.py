@@ -363,12 +363,7 @@ def test_vlan_and_qinq_frames_from_banned_sources_are_dropped(dp, rig):
     other_frames = [eth / Dot1Q(vlan=10) / clean,
                     Ether(src=rig.cli_mac, dst=rig.srv_mac, type=0x88B5) / (b"\x00" * 46)]
     before = dp.counters()
-    with rig.cli.entered():
-        raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-    with raw:
-        raw.bind((rig.cli_if, 0))
-        for frame in banned_frames + other_frames:
-            raw.send(bytes(frame))
+    _write_frames(rig.cli, rig.cli_if, banned_frames + other_frames)
     time.sleep(0.2)
     after = dp.counters()
     assert after["dropped"] - before["dropped"] == len(banned_frames)
@@ -559,6 +554,17 @@ def test_lost_captures_are_counted_and_visible(dp, rig, collector):
     assert dp.counters()["capture_lost"] - before["capture_lost"] == delta["capture_failed"]
 
 
+def _write_frames(namespace, iface, frames):
+    """Writes whole frames out of an interface (the server's: they pass its TC egress; the
+    client's: they reach the server's XDP)."""
+    with namespace.entered():
+        raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    with raw:
+        raw.bind((iface, 0))
+        for frame in frames:
+            raw.send(bytes(frame))
+
+
 def test_capture_parses_vlan_and_qinq_tagged_responses(dp, rig, collector):
     """Tagged frames written on the server side go through TC egress with the tag in the bytes."""
     from scapy.layers.inet import IP as ScapyIP, UDP
@@ -572,12 +578,7 @@ def test_capture_parses_vlan_and_qinq_tagged_responses(dp, rig, collector):
     other = ScapyIP(src=SRV4, dst=CLI4[4]) / UDP(sport=5061, dport=5062) / _sip(403)
     frames = [eth / Dot1Q(vlan=10) / v4, eth / Dot1AD(vlan=20) / Dot1Q(vlan=10) / v4,
               eth / Dot1Q(vlan=10) / v6, eth / Dot1Q(vlan=10) / other]
-    with rig.srv.entered():
-        raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-    with raw:
-        raw.bind((rig.srv_if, 0))
-        for frame in frames:
-            raw.send(bytes(frame))
+    _write_frames(rig.srv, rig.srv_if, frames)
     got = collector.wait(3)
     assert [(r.status, str(r.dst)) for r in got] == [(403, CLI4[4]), (403, CLI4[4]),
                                                      (403, CLI6[2])]
@@ -601,12 +602,7 @@ def test_capture_skips_ipv6_extension_headers(dp, rig, collector):
               eth / ip6 / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / IPv6ExtHdrRouting() / udp,
               eth / ip6 / IPv6ExtHdrFragment(id=7, offset=0, m=0) / udp,
               eth / ip6 / IPv6ExtHdrFragment(id=8, offset=8, m=0, nh=17) / _sip(403)]
-    with rig.srv.entered():
-        raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-    with raw:
-        raw.bind((rig.srv_if, 0))
-        for frame in frames:
-            raw.send(bytes(frame))
+    _write_frames(rig.srv, rig.srv_if, frames)
     got = collector.wait(3)
     assert [(r.status, str(r.dst), r.sport, r.dport) for r in got] == \
         [(403, CLI6[3], 5060, 5062)] * 3
