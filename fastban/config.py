@@ -13,7 +13,7 @@ Unknown keys are errors too.  Example file::
     bantime = 43200          # ... ban for this many seconds
     whitelist = "93.188.40.10 10.0.0.0/8 2001:db8::/32"   # or a list
     never_block = ["192.168.0.0/16"]                      # whitelisted too
-    sip_ports = [5060, 5061]
+    sip_ports = [5060, 5080]  # plain SIP only: TLS (5061) cannot be read on the wire
 """
 
 from __future__ import annotations
