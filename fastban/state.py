@@ -58,11 +58,10 @@ class BanRecord:
                 self.failures, self.banned_at, self.expires_at]
 
     @classmethod
-    def from_row(cls, row: list, target=None) -> BanRecord:
+    def from_row(cls, row: list) -> BanRecord:
         packed, prefixlen, reason, failures, banned_at, expires_at = row
-        if target is None:
-            target = network_from(packed, prefixlen)
-        return cls(target, str(reason), int(failures), float(banned_at), float(expires_at))
+        return cls(network_from(packed, prefixlen), str(reason), int(failures),
+                   float(banned_at), float(expires_at))
 
 
 _NETWORK_TYPES = {4: ipaddress.IPv4Network, 16: ipaddress.IPv6Network}
