@@ -42,6 +42,8 @@ EXPIRE_BATCH = 10_000
 # Sources whose ban count (for escalation) is remembered; past it the least recently banned
 # is forgotten and would start again at the base bantime.
 BAN_HISTORY_CAP = 1_000_000
+# Captured responses lost (the guard fell behind the perf buffer) are logged at most this often.
+LOSS_REPORT_INTERVAL = 10.0
 FOUND_IN_MAP = "found in the kernel map"
 
 
@@ -90,6 +92,7 @@ class Guard:
         self._changes: list = []          # journal entries since the last save
         self._peak_bans = len(self.state.bans)   # most bans active since the whole state was written
         self._rewrite = bool(warning)     # a file was set aside or cut: write the whole state
+        self._lost_seen, self._loss_checked_at = None, 0.0
         self._expiries: list[tuple[float, int, object]] = []  # heap: (expires_at, n, target)
         self._sequence = itertools.count()
         for record in self.state.bans.values():
@@ -179,7 +182,17 @@ class Guard:
             log.info("unban %s: ban of %s expired", target, _duration(record))
         if self._dirty and now - self._saved_at >= self._save_gap:
             self.save()
+        if now - self._loss_checked_at >= LOSS_REPORT_INTERVAL:
+            self._report_losses(now)
         return new_bans
+
+    def _report_losses(self, now: float) -> None:
+        lost = self.dataplane.counters().get("capture_lost", 0)
+        if self._lost_seen is not None and lost > self._lost_seen:
+            log.warning("lost %d captured responses in the last %.0f s: the guard fell behind "
+                        "and may count fewer failures than there were", lost - self._lost_seen,
+                        now - self._loss_checked_at)
+        self._lost_seen, self._loss_checked_at = lost, now
 
     # -- bans -------------------------------------------------------------------------------
 

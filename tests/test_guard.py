@@ -254,3 +254,45 @@ def test_saves_append_to_the_journal_until_it_outgrows_the_bans(dataplane, setti
                                                   "10.250.1.5/32"]
     assert again.state.bans == guard.state.bans and again.state.ban_counts == \
         guard.state.ban_counts
+
+
+class _CountersOnly:
+    """A data plane with no kernel behind it: no bans, counters set by the test."""
+
+    def __init__(self):
+        self.lost = 0
+
+    def counters(self):
+        return {"capture_lost": self.lost}
+
+    def allowed(self):
+        return []
+
+    def bans(self, include_expired=False):
+        return []
+
+    def __getattr__(self, name):          # allow, set_sip_ports, purge_expired, ...: no-ops
+        return lambda *args, **kwargs: None
+
+
+def test_lost_captures_are_logged_at_most_every_interval(tmp_path, caplog):
+    clock = [1000.0]
+    plane = _CountersOnly()
+    plane.lost = 7                          # lost before this guard started: not reported
+    settings = load_settings(None, {"state_file": str(tmp_path / "state.msgpack"),
+                                    "control_socket": str(tmp_path / "control.sock")})
+    guard = Guard(settings, plane, wall=lambda: clock[0])
+    caplog.set_level("WARNING", logger="fastban")
+    guard.tick()
+    plane.lost = 57
+    clock[0] += 1
+    guard.tick()                            # within the interval: nothing yet
+    assert not caplog.records
+    clock[0] += guard_module.LOSS_REPORT_INTERVAL
+    guard.tick()
+    assert [r.getMessage() for r in caplog.records] == [
+        "lost 50 captured responses in the last 11 s: the guard fell behind and may count "
+        "fewer failures than there were"]
+    clock[0] += guard_module.LOSS_REPORT_INTERVAL
+    guard.tick()                            # no new loss: no new line
+    assert len(caplog.records) == 1
