@@ -276,13 +276,21 @@ class Guard:
         started = time.monotonic()
         path, changes = self.settings.state_file, self._changes
         length = self.state.journal_length + len(changes)
-        if self._rewrite or length > max(JOURNAL_MIN, 2 * self._peak_bans):
-            state.save(self.state, path)
-            self.state.journal_length, self._rewrite = 0, False
-            self._peak_bans = len(self.state.bans)
-        elif changes:
-            state.append(changes, path)
-            self.state.journal_length = length
+        try:
+            if self._rewrite or length > max(JOURNAL_MIN, 2 * self._peak_bans):
+                state.save(self.state, path)
+                self.state.journal_length, self._rewrite = 0, False
+                self._peak_bans = len(self.state.bans)
+            elif changes:
+                state.append(changes, path)
+                self.state.journal_length = length
+        except OSError as error:
+            # The bans stay enforced in the pinned maps; the changes wait for the next save.
+            # A journal append may have been cut short: write the whole state next time.
+            log.error("cannot save the state to %s: %s; will try again", path, error)
+            self._rewrite = True
+            self._saved_at = self.wall()
+            return
         self._changes = []
         took = time.monotonic() - started
         self._save_gap = max(SAVE_INTERVAL, took * SAVE_SHARE_DIVISOR)

@@ -178,10 +178,8 @@ def _apply(state: State, change, now: float) -> None:
 def _replay(state: State, path: str, now: float) -> tuple[int, str | None]:
     """Applies the journal to `state`; returns the changes applied and a warning, if any."""
     journal = path + JOURNAL_SUFFIX
-    try:
-        with open(journal, "rb") as source:
-            raw = source.read()
-    except FileNotFoundError:
+    raw = _read(journal)
+    if raw is None:
         return 0, None
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(raw) or 1)
     unpacker.feed(raw)
@@ -217,11 +215,20 @@ def load(path: str, now: float | None = None) -> tuple[State, str | None]:
     return loaded, "; ".join(filter(None, (warning, journal_warning))) or None
 
 
-def _load_snapshot(path: str, now: float) -> tuple[State, str | None]:
+def _read(path: str) -> bytes | None:
+    """The file's bytes, None when it does not exist; StateError when it cannot be read."""
     try:
         with open(path, "rb") as source:
-            raw = source.read()
+            return source.read()
     except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise StateError(f"cannot read the state file {path}: {error.strerror}") from None
+
+
+def _load_snapshot(path: str, now: float) -> tuple[State, str | None]:
+    raw = _read(path)
+    if raw is None:
         return State(), None
     try:
         return State.from_wire(msgpack.unpackb(raw, raw=False, strict_map_key=False), now), None

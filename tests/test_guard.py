@@ -296,3 +296,28 @@ def test_lost_captures_are_logged_at_most_every_interval(tmp_path, caplog):
     clock[0] += guard_module.LOSS_REPORT_INTERVAL
     guard.tick()                            # no new loss: no new line
     assert len(caplog.records) == 1
+
+
+def test_a_failed_save_is_logged_and_the_changes_kept_for_the_next(tmp_path, caplog):
+    folder = tmp_path / "state"
+    settings = load_settings(None, {"state_file": str(folder / "state.msgpack"),
+                                    "control_socket": str(tmp_path / "control.sock")})
+    guard = Guard(settings, _CountersOnly())
+    folder.write_text("a file where the state folder should be")
+    guard.ban("192.0.2.7", duration=0)
+    caplog.set_level("ERROR", logger="fastban")
+    guard.save()                                          # no exception escapes
+    assert "cannot save the state to" in caplog.text and "will try again" in caplog.text
+    folder.unlink()
+    guard.save()
+    again = Guard(settings, _CountersOnly())
+    assert list(map(str, again.state.bans)) == ["192.0.2.7/32"]
+
+
+def test_an_unreadable_state_path_stops_the_start_with_one_line(tmp_path):
+    from fastban.state import StateError
+    (tmp_path / "state").write_text("a file where the state folder should be")
+    settings = load_settings(None, {"state_file": str(tmp_path / "state" / "state.msgpack"),
+                                    "control_socket": str(tmp_path / "control.sock")})
+    with pytest.raises(StateError, match="cannot read the state file .*: Not a directory"):
+        Guard(settings, _CountersOnly())
