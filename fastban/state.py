@@ -54,8 +54,8 @@ class BanRecord:
     def to_row(self) -> list:
         """The record in the state file: the network as packed address and prefix length,
         then the other fields in order."""
-        return [self.target.network_address.packed, self.target.prefixlen, self.reason,
-                self.failures, self.banned_at, self.expires_at]
+        return [*network_fields(self.target), self.reason, self.failures, self.banned_at,
+                self.expires_at]
 
     @classmethod
     def from_row(cls, row: list) -> BanRecord:
@@ -67,8 +67,13 @@ class BanRecord:
 _NETWORK_TYPES = {4: ipaddress.IPv4Network, 16: ipaddress.IPv6Network}
 
 
+def network_fields(target) -> tuple[bytes, int]:
+    """A network as it is saved: (packed address, prefix length)."""
+    return target.network_address.packed, target.prefixlen
+
+
 def network_from(packed, prefixlen) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """The network saved as (packed address, prefix length)."""
+    """The network saved as network_fields() gave it."""
     kind = _NETWORK_TYPES.get(len(packed)) if isinstance(packed, bytes) else None
     if kind is None:
         raise StateError(f"a saved address is {packed!r}, not 4 or 16 bytes")
@@ -86,7 +91,7 @@ class State:
             "version": FORMAT_VERSION,
             "saved_at": time.time(),
             "bans": [record.to_row() for record in self.bans.values()],
-            "ban_counts": [[target.network_address.packed, target.prefixlen, count]
+            "ban_counts": [[*network_fields(target), count]
                            for target, count in self.ban_counts.items()],
         }
 
@@ -142,7 +147,7 @@ def unban_change(target) -> tuple:
 def _journal_entry(change: tuple) -> list:
     if change[0] == "ban":
         return ["ban", change[1].to_row(), change[2]]
-    return ["unban", change[1].network_address.packed, change[1].prefixlen]
+    return ["unban", *network_fields(change[1])]
 
 
 def append(changes: list, path: str) -> None:
