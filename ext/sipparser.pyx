@@ -14,31 +14,43 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStri
 from libc.stdint cimport uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
-__all__ = ["MAX_SIZE", "SipMessage", "parse", "parse_batch"]
+__all__ = ["MAX_NONCES", "MAX_NONCE_SIZE", "MAX_SIZE", "SipMessage", "parse", "parse_batch"]
 
 ctypedef const unsigned char* cptr
 
 MAX_SIZE = 65535
 cdef Py_ssize_t _MAX_SIZE = 65535
 
+cdef enum:
+    C_MAX_NONCES = 4            # nonces kept per tuple
+    C_MAX_NONCE_SIZE = 256      # longer nonces are not returned
+    # unfolded values (at most the message size) and the unescaped nonces kept (at most 2 x 4)
+    SCRATCH_SIZE = 65536 + 2 * C_MAX_NONCES * C_MAX_NONCE_SIZE
+
+MAX_NONCES = C_MAX_NONCES
+MAX_NONCE_SIZE = C_MAX_NONCE_SIZE
+
 FIELDS = (
     "is_response", "status", "reason", "method", "request_uri", "call_id", "cseq",
     "cseq_method", "via_count", "via_transport", "via_host", "via_port", "via_branch",
     "via_received", "via_rport", "from_user", "from_tag", "to_user", "to_tag", "user_agent",
     "server", "content_length", "has_www_authenticate", "has_proxy_authenticate",
-    "has_authorization", "has_proxy_authorization",
+    "has_authorization", "has_proxy_authorization", "challenge_nonces", "credential_nonces",
+    "stale", "truncated",
 )
 
 cdef bytes _EMPTY = b""
+cdef tuple _NO_NONCES = ()
 
 cdef unsigned char _TOK[256]     # RFC 3261 token characters
 cdef unsigned char _LOW[256]     # ASCII lower-case
 cdef unsigned char _BADC[256]    # control bytes (all but HT), including CR and LF, and DEL
 # The unfolded values of a message's folded headers are written here one after the other
 # (each no longer than the lines it comes from, so a message of at most _MAX_SIZE bytes fits),
-# then copied into SipMessage._alt.  The GIL is held for the whole parse.
-cdef unsigned char _scratch[65536]
-cdef Py_ssize_t _scratch_used = 0   # bytes of _scratch holding this message's unfolded values
+# and so are the nonces kept that had to be unescaped, then all is copied into SipMessage._alt.
+# The GIL is held for the whole parse.
+cdef unsigned char _scratch[SCRATCH_SIZE]
+cdef Py_ssize_t _scratch_used = 0   # bytes of _scratch holding this message's values
 cdef cptr _base = NULL              # the packet being parsed
 
 
@@ -90,7 +102,9 @@ cdef enum:
     F_TO_TAG = 12
     F_USER_AGENT = 13
     F_SERVER = 14
-    N_LAZY = 15
+    F_CHALLENGE_NONCE = 15      # 15..18: challenge_nonces[0..3]
+    F_CREDENTIAL_NONCE = 19     # 19..22: credential_nonces[0..3]
+    N_LAZY = 23
 
 
 @cython.no_gc  # only bytes and C fields: no reference cycles possible
@@ -113,11 +127,15 @@ cdef class SipMessage:
     cdef readonly bint has_proxy_authenticate
     cdef readonly bint has_authorization
     cdef readonly bint has_proxy_authorization
+    cdef readonly bint stale
+    cdef readonly bint truncated
+    cdef int _challenge_nonce_count
+    cdef int _credential_nonce_count
     cdef bytes _data                 # the packet
     cdef bytes _alt                  # unfolded header values, or None
     cdef unsigned int _altmask       # bit f set: field f is in _alt
-    cdef Py_ssize_t _off[N_LAZY]
-    cdef Py_ssize_t _len[N_LAZY]
+    cdef int _off[N_LAZY]            # into a packet of at most 64 KiB, or into _scratch
+    cdef int _len[N_LAZY]
 
     def __cinit__(self):
         memset(self._len, 0, sizeof(self._len))
@@ -204,11 +222,25 @@ cdef class SipMessage:
     def server(self):
         return self._get(F_SERVER)
 
+    cdef tuple _nonces(self, int first, int count):
+        if count == 0:
+            return _NO_NONCES
+        return tuple([self._get(first + k) for k in range(count)])
+
+    @property
+    def challenge_nonces(self):
+        return self._nonces(F_CHALLENGE_NONCE, self._challenge_nonce_count)
+
+    @property
+    def credential_nonces(self):
+        return self._nonces(F_CREDENTIAL_NONCE, self._credential_nonce_count)
+
     def as_dict(self):
         return {name: getattr(self, name) for name in FIELDS}
 
     def __reduce__(self):
-        return parse, (self._data,)
+        # cut=True only matters when the header section is not closed, i.e. when truncated
+        return parse, (self._data, self.truncated)
 
     def __repr__(self):
         if self.is_response:
@@ -500,6 +532,153 @@ cdef int _parse_addr(SipMessage m, cptr v, Py_ssize_t n, int f_user, int f_tag) 
         i += 1
 
 
+cdef struct _AuthParams:
+    Py_ssize_t nonce_start, nonce_end   # the first nonce as written, without quotes (-1: none)
+    Py_ssize_t nonce_escapes            # backslashes escaping a byte in it
+    bint stale                          # a stale param is true
+
+
+cdef inline Py_ssize_t _token_end(cptr v, Py_ssize_t i, Py_ssize_t n) noexcept:
+    while i < n and _TOK[v[i]]:
+        i += 1
+    return i
+
+
+cdef inline bint _word_has_quote_or_backslash(uint64_t w) noexcept:
+    """True if any of the 8 bytes is '"' or a backslash (exact, SWAR)."""
+    cdef uint64_t q = w ^ 0x2222222222222222ULL, b = w ^ 0x5c5c5c5c5c5c5c5cULL
+    return (((q - 0x0101010101010101ULL) & ~q) | ((b - 0x0101010101010101ULL) & ~b)) \
+        & 0x8080808080808080ULL != 0
+
+
+cdef inline Py_ssize_t _quoted_end(cptr v, Py_ssize_t i, Py_ssize_t n,
+                                   Py_ssize_t* escapes) noexcept:
+    """Index of the '"' closing the quoted-string whose content starts at v[i], or -1 when it is
+    not closed; escapes gets the number of escaping backslashes in it."""
+    cdef uint64_t w
+    cdef unsigned char c
+    escapes[0] = 0
+    while i + 8 <= n:
+        memcpy(&w, v + i, 8)
+        if _word_has_quote_or_backslash(w):
+            break
+        i += 8
+    while i < n:
+        c = v[i]
+        if c == 34:
+            return i
+        if c == 92:
+            escapes[0] += 1
+            i += 1
+        i += 1
+    return -1
+
+
+cdef bint _unescaped_ieq(cptr v, Py_ssize_t s, Py_ssize_t e, const char* lit,
+                         Py_ssize_t n) noexcept:
+    """The param value v[s:e] (unescaped) .lower() == lit (n bytes)."""
+    cdef Py_ssize_t k = 0
+    while s < e:
+        if v[s] == 92:  # in a checked quoted-string a backslash is followed by a byte before e
+            s += 1
+        if k >= n or _LOW[v[s]] != <unsigned char>lit[k]:
+            return False
+        k += 1
+        s += 1
+    return k == n
+
+
+cdef Py_ssize_t _unescape(cptr v, Py_ssize_t s, Py_ssize_t e, unsigned char* dst) noexcept:
+    """The quoted-string content v[s:e] without its escaping backslashes into dst: its size."""
+    cdef Py_ssize_t out = 0
+    while s < e:
+        if v[s] == 92:
+            s += 1
+        dst[out] = v[s]
+        out += 1
+        s += 1
+    return out
+
+
+cdef bint _auth_params(cptr v, Py_ssize_t n, _AuthParams* a) noexcept:
+    """Auth header value (stripped) into a: False when it does not match the grammar."""
+    cdef Py_ssize_t i = 0, ns, ne, j, vs, ve, escapes
+    cdef bint first = True, has_param
+    a.nonce_start = -1
+    a.stale = False
+    while True:
+        i = _skip_ws(v, i, n)
+        if i < n and _TOK[v[i]]:
+            ns = i
+            ne = _token_end(v, i, n)
+            j = _skip_ws(v, ne, n)
+            has_param = True
+            if j < n and v[j] == 61:  # '=': the token is a param name
+                if first:
+                    return False
+            elif j > ne and j < n and _TOK[v[j]]:  # a scheme, then a param
+                ns = j
+                ne = _token_end(v, j, n)
+                j = _skip_ws(v, ne, n)
+                if j >= n or v[j] != 61:
+                    return False
+            else:  # a scheme alone
+                has_param = False
+            i = j
+            if has_param:
+                i = _skip_ws(v, j + 1, n)
+                escapes = 0
+                if i < n and v[i] == 34:
+                    vs = i + 1
+                    ve = _quoted_end(v, vs, n, &escapes)
+                    if ve < 0:
+                        return False
+                    i = ve + 1
+                elif i < n and _TOK[v[i]]:
+                    vs = i
+                    i = _token_end(v, i, n)
+                    ve = i
+                else:
+                    return False
+                if ne - ns == 5 and _ieq(v + ns, b"nonce", 5):
+                    if a.nonce_start < 0:
+                        a.nonce_start = vs
+                        a.nonce_end = ve
+                        a.nonce_escapes = escapes
+                elif ne - ns == 5 and _ieq(v + ns, b"stale", 5) \
+                        and _unescaped_ieq(v, vs, ve, b"true", 4):
+                    a.stale = True
+                i = _skip_ws(v, i, n)
+        elif first:
+            return False
+        first = False
+        if i >= n:
+            return True
+        if v[i] != 44:
+            return False
+        i += 1
+
+
+cdef bint _keep_nonce(SipMessage m, int f, cptr v, _AuthParams* a) noexcept:
+    """Field f = the nonce _auth_params found in v, unescaped; False when there is none to keep."""
+    global _scratch_used
+    cdef Py_ssize_t size
+    cdef unsigned char* dst
+    if a.nonce_start < 0:
+        return False
+    size = a.nonce_end - a.nonce_start - a.nonce_escapes
+    if size <= 0 or size > C_MAX_NONCE_SIZE:
+        return False
+    if a.nonce_escapes:
+        dst = _scratch + _scratch_used
+        _unescape(v, a.nonce_start, a.nonce_end, dst)
+        _scratch_used += size
+        m._set(f, dst, size)
+    else:
+        m._set(f, v + a.nonce_start, size)
+    return True
+
+
 cdef inline int _header_id(cptr name, Py_ssize_t L) noexcept:
     cdef unsigned char c
     if L == 1:
@@ -547,6 +726,7 @@ cdef inline int _header_id(cptr name, Py_ssize_t L) noexcept:
 cdef int _header(SipMessage m, int hid, cptr v, Py_ssize_t n, unsigned int* seen) except -1:
     """One header value (stripped; folding already undone)."""
     cdef Py_ssize_t i, s, e
+    cdef _AuthParams auth
     if hid == H_VIA:
         i = 0
         while True:
@@ -558,17 +738,26 @@ cdef int _header(SipMessage m, int hid, cptr v, Py_ssize_t n, unsigned int* seen
             if i >= n:
                 return 0
             i += 1
-    if hid == H_WWW:
-        m.has_www_authenticate = True
+    if hid == H_WWW or hid == H_PROXYAUTHN:
+        if hid == H_WWW:
+            m.has_www_authenticate = True
+        else:
+            m.has_proxy_authenticate = True
+        if _auth_params(v, n, &auth):
+            if auth.stale:
+                m.stale = True
+            if m._challenge_nonce_count < C_MAX_NONCES and _keep_nonce(
+                    m, F_CHALLENGE_NONCE + m._challenge_nonce_count, v, &auth):
+                m._challenge_nonce_count += 1
         return 0
-    if hid == H_PROXYAUTHN:
-        m.has_proxy_authenticate = True
-        return 0
-    if hid == H_AUTHZ:
-        m.has_authorization = True
-        return 0
-    if hid == H_PROXYAUTHZ:
-        m.has_proxy_authorization = True
+    if hid == H_AUTHZ or hid == H_PROXYAUTHZ:
+        if hid == H_AUTHZ:
+            m.has_authorization = True
+        else:
+            m.has_proxy_authorization = True
+        if m._credential_nonce_count < C_MAX_NONCES and _auth_params(v, n, &auth) \
+                and _keep_nonce(m, F_CREDENTIAL_NONCE + m._credential_nonce_count, v, &auth):
+            m._credential_nonce_count += 1
         return 0
     if seen[0] & (<unsigned int>1 << hid):
         return 0
@@ -624,13 +813,16 @@ cdef Py_ssize_t _unfold(cptr p, Py_ssize_t s, Py_ssize_t end, unsigned char* dst
         s = nl + 1
 
 
-cdef int _parse(SipMessage m, cptr p, Py_ssize_t n) except -2:
-    """0 when p[:n] is SIP (fields filled in), -1 when it is not."""
+cdef int _parse(SipMessage m, cptr p, Py_ssize_t n, bint cut) except -2:
+    """0 when p[:n] is SIP (fields filled in), -1 when it is not.
+
+    cut: a header section cut off before its empty line is read up to its last complete line.
+    """
     global _scratch_used
-    cdef Py_ssize_t pos = 0, le, nxt = 0, ls, colon, ne, vs, ve, sp1, sp2, i, rs, re_
+    cdef Py_ssize_t pos = 0, le, nxt = 0, ls, colon, ne, vs, ve, sp1, sp2, i, rs, re_, fe
     cdef unsigned int seen = 0
     cdef int hid
-    cdef bint folded
+    cdef bint folded, cut_in_fold
     cdef cptr v
     cdef Py_ssize_t vn
     # start line
@@ -667,6 +859,9 @@ cdef int _parse(SipMessage m, cptr p, Py_ssize_t n) except -2:
         ls = pos
         le = _line(p, pos, n, &nxt)
         if le < 0:
+            if cut and _find(p, ls, n, 10) < 0:  # the last line is incomplete: dropped unread
+                m.truncated = True
+                return 0
             return -1
         if le == ls:
             return 0
@@ -686,15 +881,23 @@ cdef int _parse(SipMessage m, cptr p, Py_ssize_t n) except -2:
         vs = colon + 1
         ve = le
         pos = nxt
-        folded = False
+        folded = cut_in_fold = False
         while pos < n and _isws(p[pos]):
-            ve = _line(p, pos, n, &nxt)
-            if ve < 0:
+            fe = _line(p, pos, n, &nxt)
+            if fe < 0:
+                if cut and _find(p, pos, n, 10) < 0:
+                    cut_in_fold = True
+                    break
                 return -1
+            ve = fe
             folded = True
             pos = nxt
         hid = _header_id(p + ls, ne - ls)
-        if hid == H_OTHER:
+        if cut_in_fold:
+            m.truncated = True
+            if hid == H_OTHER:
+                return 0
+        elif hid == H_OTHER:
             continue
         if folded:
             # unfolded values of one message go one after the other into _scratch (never
@@ -710,9 +913,11 @@ cdef int _parse(SipMessage m, cptr p, Py_ssize_t n) except -2:
             v = p + vs
             vn = ve - vs
         _header(m, hid, v, vn, &seen)
+        if cut_in_fold:
+            return 0
 
 
-cdef object _parse_bytes(bytes data):
+cdef object _parse_bytes(bytes data, bint cut):
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     if n == 0 or n > _MAX_SIZE:
         return None
@@ -720,7 +925,7 @@ cdef object _parse_bytes(bytes data):
     cdef SipMessage m = SipMessage.__new__(SipMessage)
     _base = <cptr>PyBytes_AS_STRING(data)
     _scratch_used = 0
-    if _parse(m, _base, n) < 0:
+    if _parse(m, _base, n, cut) < 0:
         return None
     m._data = data
     if m._altmask:
@@ -728,14 +933,17 @@ cdef object _parse_bytes(bytes data):
     return m
 
 
-def parse(data):
-    """bytes of one SIP message -> SipMessage, or None when it is not (complete, sane) SIP."""
+def parse(data, bint cut=False):
+    """bytes of one SIP message -> SipMessage, or None when it is not (complete, sane) SIP.
+
+    cut=True: the message may be cut off inside its header section (then ``truncated``).
+    """
     if not isinstance(data, bytes):
         if isinstance(data, (bytearray, memoryview)):
             data = bytes(data)
         else:
             raise TypeError(f"parse() needs bytes, not {type(data).__name__}")
-    return _parse_bytes(<bytes>data)
+    return _parse_bytes(<bytes>data, cut)
 
 
 def parse_batch(packets):
@@ -743,7 +951,7 @@ def parse_batch(packets):
     cdef list out = []
     for data in packets:
         if isinstance(data, bytes):
-            out.append(_parse_bytes(<bytes>data))
+            out.append(_parse_bytes(<bytes>data, False))
         else:
             out.append(parse(data))
     return out

@@ -10,9 +10,9 @@ What counts as SIP (anything else gives ``None``, never an exception):
 * a start line that is exactly ``SIP/2.0 NNN[ reason]`` (NNN = 100..699) or
   ``METHOD SP request-uri SP SIP/2.0`` (method a token, single spaces, version upper-case);
   leading empty lines are not skipped;
-* lines end in CRLF or a bare LF; the header section must be closed by an empty line (a message
-  cut before it is "truncated" -> None); the body after it is ignored, Content-Length is not
-  checked against it;
+* lines end in CRLF or a bare LF; the header section must be closed by an empty line (see
+  "Cut-off messages" below for ``cut=True``); the body after it is ignored, Content-Length is
+  not checked against it;
 * no control bytes (0x00-0x1f except HT, and 0x7f; a CR not followed by LF) before that empty
   line; bytes >= 0x80 are allowed in values;
 * every header line is ``name [SP/HT] ":" value`` with a token name; a line starting with SP/HT
@@ -38,30 +38,76 @@ How fields are read:
   Content-Length: the same rule.
 * ``has_*`` flags report the presence of WWW-Authenticate, Proxy-Authenticate, Authorization and
   Proxy-Authorization header lines.
+* Digest nonces: ``challenge_nonces`` holds the ``nonce`` of every WWW-Authenticate and
+  Proxy-Authenticate line, ``credential_nonces`` that of every Authorization and
+  Proxy-Authorization line, in message order, at most ``MAX_NONCES`` (4) each (later ones are
+  not kept); a line without a nonce adds nothing.  ``stale`` is True when a WWW-Authenticate
+  or Proxy-Authenticate line has ``stale=true`` (value case-insensitive, quoted or not).  The
+  value of these four headers (unfolded and stripped like any other) must be, with blank =
+  SP/HT::
+
+      value     = challenge *( *blank "," *blank element )
+      element   = challenge / param / ""
+      challenge = scheme [ 1*blank param ]
+      param     = name *blank "=" *blank ( token / quoted-string )
+
+  scheme and name are tokens, the name case-insensitive; in a quoted-string a backslash
+  escapes the next byte.  Several challenges on one line ("Digest ..., Digest ...") are not told
+  apart: the params are taken by name.  A value that does not match (an unclosed quote, a
+  missing comma, ...) gives neither nonce nor stale for that line; the message still parses.
+  The nonce of a line is its first ``nonce`` param, unescaped and without the quotes; when that
+  one is empty or longer than ``MAX_NONCE_SIZE`` (256) bytes the line gives no nonce.
+
+Cut-off messages (an IP first fragment, a capture cut at a length): with ``parse(data,
+cut=True)`` a header section that is not closed by the empty line still parses: every header
+line that is complete (ended by LF) is read, as a folded header made of its complete lines, and
+the incomplete last line is dropped unread (whatever its bytes; a cut continuation line too);
+``truncated`` is then True.  The start line must be complete.  A header whose continuation
+lines were cut off entirely cannot be told from a complete one: its value is what arrived.
+With a closed header section ``cut=True`` changes nothing (``truncated`` False).  The parser
+does not judge what is missing: a caller must treat a truncated message without ``call_id`` or
+with ``cseq == -1`` as unusable.  With ``cut=False`` (the default, and ``parse_batch``) an
+unclosed header section gives None.
 
 ``parse`` takes bytes (bytearray and memoryview are copied to bytes); any other type is a
 programming error and raises TypeError.  Only the first message in the buffer is read: callers
 that see several messages in one TCP segment split them first.  Nothing is asserted about the
-body, so a capture cut inside the body still parses, but one cut inside the headers does not.
+body, so a capture cut inside the body still parses, but one cut inside the headers does not
+unless ``cut=True``.
 """
 
 import re
 
-__all__ = ["MAX_SIZE", "SipMessage", "parse", "parse_batch"]
+__all__ = ["MAX_NONCES", "MAX_NONCE_SIZE", "MAX_SIZE", "SipMessage", "parse", "parse_batch"]
 
 MAX_SIZE = 65535
+MAX_NONCES = 4          # nonces kept per tuple
+MAX_NONCE_SIZE = 256    # longer nonces are not returned
 _INT_MAX = 2147483647
 
 _BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_TOKEN = re.compile(rb"[A-Za-z0-9\-.!%*_+`'~]+")
+_TOKEN_CHAR = rb"[A-Za-z0-9\-.!%*_+`'~]"
+_TOKEN = re.compile(_TOKEN_CHAR + rb"+")
 _WS = b" \t"
+
+# One element of an auth header value and the comma after it (see the docstring's grammar):
+# ``first`` is a param name, or a scheme when ``name`` (after a blank) follows it or when no
+# value does.  Possessive quantifiers: every token is as long as it can be, nothing backtracks.
+_AUTH_ELEMENT = re.compile(
+    rb"[ \t]*+(?:(?P<first>" + _TOKEN_CHAR + rb"++)[ \t]*+"
+    rb"(?:(?:(?<=[ \t])(?P<name>" + _TOKEN_CHAR + rb"++)[ \t]*+)?=[ \t]*+"
+    rb"(?:(?P<token>" + _TOKEN_CHAR + rb"++)|\"(?P<quoted>(?:[^\"\\]++|\\.)*+)\"))?"
+    rb")?[ \t]*+(?:(?P<comma>,)|\Z)",
+    re.S)
+_ESCAPED_BYTE = re.compile(rb"\\(.)", re.S)
 
 FIELDS = (
     "is_response", "status", "reason", "method", "request_uri", "call_id", "cseq",
     "cseq_method", "via_count", "via_transport", "via_host", "via_port", "via_branch",
     "via_received", "via_rport", "from_user", "from_tag", "to_user", "to_tag", "user_agent",
     "server", "content_length", "has_www_authenticate", "has_proxy_authenticate",
-    "has_authorization", "has_proxy_authorization",
+    "has_authorization", "has_proxy_authorization", "challenge_nonces", "credential_nonces",
+    "stale", "truncated",
 )
 
 
@@ -97,6 +143,10 @@ class SipMessage:
         self.has_proxy_authenticate = False
         self.has_authorization = False
         self.has_proxy_authorization = False
+        self.challenge_nonces = ()
+        self.credential_nonces = ()
+        self.stale = False
+        self.truncated = False
 
     def as_dict(self):
         return {name: getattr(self, name) for name in FIELDS}
@@ -241,6 +291,43 @@ def _parse_addr(v):
     return user, tag
 
 
+def _auth_params(value):
+    """Auth header value (stripped) -> (nonce or None, stale); (None, False) when malformed."""
+    nonce = None
+    seen_nonce = stale = False
+    pos = 0
+    first_element = True
+    while True:
+        m = _AUTH_ELEMENT.match(value, pos)
+        if m is None:
+            return None, False
+        first, name, token, quoted, comma = m.groups()
+        param = token if quoted is None else quoted
+        if name is None and param is not None:
+            name = first  # a param without a scheme before it
+            if first_element:
+                return None, False
+        elif first_element and first is None:
+            return None, False
+        first_element = False
+        if name is not None:
+            if quoted is not None and b"\\" in quoted:
+                param = _ESCAPED_BYTE.sub(rb"\1", quoted)
+            name = name.lower()
+            if name == b"nonce":
+                if not seen_nonce:
+                    seen_nonce = True
+                    nonce = param
+            elif name == b"stale" and param.lower() == b"true":
+                stale = True
+        if comma is None:
+            break
+        pos = m.end()
+    if nonce is not None and not 0 < len(nonce) <= MAX_NONCE_SIZE:
+        nonce = None
+    return nonce, stale
+
+
 def _start_line(msg, line):
     if line[:8] == b"SIP/2.0 " and len(line) >= 11 and line[8] in b"123456" \
             and line[9:11].isdigit() \
@@ -258,8 +345,11 @@ def _start_line(msg, line):
     return True
 
 
-def parse(data):
-    """bytes of one SIP message -> SipMessage, or None when it is not (complete, sane) SIP."""
+def parse(data, cut=False):
+    """bytes of one SIP message -> SipMessage, or None when it is not (complete, sane) SIP.
+
+    cut=True: the message may be cut off inside its header section (then ``truncated``).
+    """
     if not isinstance(data, bytes):
         if isinstance(data, (bytearray, memoryview)):
             data = bytes(data)
@@ -270,10 +360,14 @@ def parse(data):
         return None
     lines = []
     pos = 0
+    truncated = False
     while True:
         nl = data.find(b"\n", pos)
-        if nl < 0:
-            return None  # no empty line closing the headers: truncated
+        if nl < 0:  # no empty line closing the headers
+            if not cut:
+                return None
+            truncated = True
+            break
         end = nl - 1 if nl > pos and data[nl - 1] == 0x0D else nl
         line = data[pos:end]
         pos = nl + 1
@@ -287,6 +381,7 @@ def parse(data):
     msg = SipMessage()
     if not _start_line(msg, lines[0]):
         return None
+    msg.truncated = truncated
     headers = []
     for line in lines[1:]:
         if line[0] in _WS:
@@ -323,14 +418,27 @@ def parse(data):
                     if msg.via_count == 1:
                         _parse_top_via(msg, item)
             continue
-        if name == b"www-authenticate":
-            msg.has_www_authenticate = True
-        elif name == b"proxy-authenticate":
-            msg.has_proxy_authenticate = True
-        elif name == b"authorization":
-            msg.has_authorization = True
-        elif name == b"proxy-authorization":
-            msg.has_proxy_authorization = True
+        if name == b"www-authenticate" or name == b"proxy-authenticate":
+            if name == b"www-authenticate":
+                msg.has_www_authenticate = True
+            else:
+                msg.has_proxy_authenticate = True
+            nonce, stale = _auth_params(value)
+            if stale:
+                msg.stale = True
+            if nonce is not None and len(msg.challenge_nonces) < MAX_NONCES:
+                msg.challenge_nonces += (nonce,)
+            continue
+        if name == b"authorization" or name == b"proxy-authorization":
+            if name == b"authorization":
+                msg.has_authorization = True
+            else:
+                msg.has_proxy_authorization = True
+            if len(msg.credential_nonces) < MAX_NONCES:
+                nonce = _auth_params(value)[0]
+                if nonce is not None:
+                    msg.credential_nonces += (nonce,)
+            continue
         if name in seen:
             continue
         seen.add(name)

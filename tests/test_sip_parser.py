@@ -46,6 +46,7 @@ DEFAULTS = {
     "from_user": b"", "from_tag": b"", "to_user": b"", "to_tag": b"", "user_agent": b"",
     "server": b"", "content_length": -1, "has_www_authenticate": False,
     "has_proxy_authenticate": False, "has_authorization": False, "has_proxy_authorization": False,
+    "challenge_nonces": (), "credential_nonces": (), "stale": False, "truncated": False,
 }
 
 
@@ -78,6 +79,7 @@ def test_asterisk_pjsip_401(sip):
         from_tag=b"6630626235316164313363340131313930343534", to_user=b"100",
         to_tag=b"z9hG4bK-3159829934", server=b"Asterisk PBX 18.9.0", content_length=0,
         has_www_authenticate=True,
+        challenge_nonces=(b"1627369848/9f1c3b7e0c8a9d1e2f3a4b5c6d7e8f90",),
     )
 
 
@@ -91,7 +93,7 @@ def test_kamailio_407(sip):
         via_rport=5060, from_user=b"2001", from_tag=b"as6f3a1e2b", to_user=b"0044207946000",
         to_tag=b"1c9e1d2a8b7f6e5d4c3b2a1908f7e6d5.7f1e",
         server=b"kamailio (5.6.4 (x86_64/linux))", content_length=0,
-        has_proxy_authenticate=True,
+        has_proxy_authenticate=True, challenge_nonces=(b"ZFq2kWRatmVPpb1i2Cs/w1mjD4Y1Rb6y",),
     )
 
 
@@ -143,6 +145,7 @@ def test_sipvicious_options(sip):
 def test_register_with_authorization_over_tcp(sip):
     d = fields(sip, REGISTER_WITH_AUTH)
     assert d["has_authorization"] is True and d["has_proxy_authorization"] is False
+    assert d["credential_nonces"] == (b"abc",) and d["challenge_nonces"] == ()
     assert d["via_transport"] == b"TCP" and d["via_port"] == 49152
     assert d["via_rport"] == -1 and d["via_received"] == b""
     assert d["user_agent"] == b"Zoiper rv2.10.19.6"
@@ -157,6 +160,7 @@ def test_compact_headers(sip):
         via_branch=b"z9hG4bKnashds8", via_received=b"192.0.2.101", via_rport=40000,
         from_user=b"alice", from_tag=b"1928301774", to_user=b"bob", to_tag=b"a6c85cf",
         content_length=0, has_proxy_authenticate=True,
+        challenge_nonces=(b"wf84f1ceczx41ae6cbe5aea9c8e88d359",),
     )
 
 
@@ -171,6 +175,7 @@ def test_folded_headers_and_several_vias(sip):
     assert (d["cseq"], d["cseq_method"]) == (7, b"REGISTER")
     assert d["user_agent"] == b"Linphone Desktop/5.2.0 (Ubuntu)"
     assert d["has_www_authenticate"] is True
+    assert d["challenge_nonces"] == (b"6a4f1c",)  # on the continuation line
 
 
 def test_via_lines_and_commas_count(sip):
