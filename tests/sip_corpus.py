@@ -194,6 +194,190 @@ WITH_BODY_200 = msg(
     body=b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\n",
 )
 
+# --- Digest challenges and credentials ------------------------------------------------------
+
+# Kamailio auth module, www_challenge() on a REGISTER (its order: realm, nonce, qop, algorithm),
+# with an opaque added.
+KAMAILIO_WWW_401 = msg(
+    b"SIP/2.0 401 Unauthorized",
+    b"Via: SIP/2.0/UDP 198.51.100.23:5060;branch=z9hG4bK-524287-1---b3c8f1e6a4d2;rport=5060;"
+    b"received=198.51.100.23",
+    b"From: <sip:1001@sip.example.net>;tag=7c3e9b21",
+    b"To: <sip:1001@sip.example.net>;tag=5e8f9a3c2b1d0e7f6a5b4c3d2e1f0a9b.a2c4",
+    b"Call-ID: NjU4ZTk2YzJlMTk3ZmQ0YTk4ZWQzNzE2NDI0YzA2NzE",
+    b"CSeq: 1 REGISTER",
+    b'WWW-Authenticate: Digest realm="sip.example.net", nonce="ZbQ3sWW0NoVt2ZKaXZ0CYRCn0Cd3nUSx", '
+    b'opaque="2b4c6d8e0f1a3b5c", qop="auth", algorithm=MD5',
+    b"Server: kamailio (5.7.3 (x86_64/linux))",
+    b"Content-Length: 0",
+)
+
+# Kamailio proxy_challenge() on an INVITE.
+KAMAILIO_PROXY_407 = msg(
+    b"SIP/2.0 407 Proxy Authentication Required",
+    b"Via: SIP/2.0/UDP 203.0.113.77:5080;branch=z9hG4bK-d8754z-9a1c2b3d4e5f;rport=5080;"
+    b"received=203.0.113.77",
+    b"From: \"2002\" <sip:2002@sip.example.net>;tag=1f2e3d4c",
+    b"To: <sip:00972599123456@sip.example.net>;tag=5e8f9a3c2b1d0e7f6a5b4c3d2e1f0a9b.b7d1",
+    b"Call-ID: 3f6a2c1e-8b7d-4e5f-a9c0-1d2e3f4a5b6c",
+    b"CSeq: 2 INVITE",
+    b'Proxy-Authenticate: Digest realm="sip.example.net", '
+    b'nonce="ZbQ3xGW0N5hUq0vB0s1aRy0RS5eOQm7k", opaque="2b4c6d8e0f1a3b5c", qop="auth", '
+    b"algorithm=MD5",
+    b"Server: kamailio (5.7.3 (x86_64/linux))",
+    b"Content-Length: 0",
+)
+
+# Asterisk 21 chan_pjsip offering SHA-256 and MD5: one WWW-Authenticate per algorithm, one nonce.
+ASTERISK_SHA256_MD5_401 = msg(
+    b"SIP/2.0 401 Unauthorized",
+    b"Via: SIP/2.0/UDP 192.0.2.140:5060;rport=5060;received=192.0.2.140;"
+    b"branch=z9hG4bKPj8f2d6c1a-3b4e-4f5a-9c8d-7e6f5a4b3c2d",
+    b"Call-ID: 8a3f0e2c-5d6b-4c7a-9e8f-1a2b3c4d5e6f",
+    b"From: <sip:3001@pbx.example.org>;tag=b9c8d7e6-f5a4",
+    b"To: <sip:3001@pbx.example.org>;tag=z9hG4bKPj8f2d6c1a-3b4e-4f5a-9c8d-7e6f5a4b3c2d",
+    b"CSeq: 39017 REGISTER",
+    b'WWW-Authenticate: Digest realm="asterisk",'
+    b'nonce="1718031234/5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b",opaque="6f1e2d3c4b5a6978",'
+    b'algorithm=SHA-256,qop="auth"',
+    b'WWW-Authenticate: Digest realm="asterisk",'
+    b'nonce="1718031234/5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b",opaque="6f1e2d3c4b5a6978",'
+    b'algorithm=MD5,qop="auth"',
+    b"Server: Asterisk PBX 21.3.0",
+    b"Content-Length:  0",
+)
+
+# FreeSWITCH (sofia-sip) challenging an INVITE; its nonces are UUIDs.
+FREESWITCH_407 = msg(
+    b"SIP/2.0 407 Proxy Authentication Required",
+    b"Via: SIP/2.0/UDP 198.51.100.61:5060;rport=5060;branch=z9hG4bK-2b1a3c;received=198.51.100.61",
+    b"From: <sip:1002@pbx.example.com>;tag=9d8c7b6a",
+    b"To: <sip:5551212@pbx.example.com>;tag=Hc0F1Ny3Qm2Kp",
+    b"Call-ID: YjM0OGQ1ZTZmNzg5MGExYjJjM2Q0ZTVmNmE3Yjg5MGE",
+    b"CSeq: 102 INVITE",
+    b"User-Agent: FreeSWITCH-mod_sofia/1.10.11-release~64bit",
+    b"Accept: application/sdp",
+    b"Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, INFO, UPDATE, REGISTER, REFER, NOTIFY",
+    b"Supported: timer, path, replaces",
+    b'Proxy-Authenticate: Digest realm="pbx.example.com", '
+    b'nonce="c5f3a0d2-6e1b-4c8a-b7d9-2f4e6a8c0b1d", algorithm=MD5, qop="auth"',
+    b"Content-Length: 0",
+)
+
+# A 401 to a REGISTER sent with an expired nonce: stale, written in upper case.
+STALE_401 = msg(
+    b"SIP/2.0 401 Unauthorized",
+    b"Via: SIP/2.0/UDP 192.0.2.201:5060;branch=z9hG4bK3f1e7a;rport=5060;received=192.0.2.201",
+    b"From: <sip:4004@voip.example.com>;tag=a1b2c3",
+    b"To: <sip:4004@voip.example.com>;tag=37GkEhwl6",
+    b"Call-ID: 7e1f3a5b9c2d@192.0.2.201",
+    b"CSeq: 21 REGISTER",
+    b'WWW-Authenticate: Digest realm="voip.example.com", nonce="6661c0e8000012a9f3b5b8e0d4c2a7f1", '
+    b'qop="auth", stale=TRUE, algorithm=MD5',
+    b"Server: OpenSIPS (3.4.5 (x86_64/linux))",
+    b"Content-Length: 0",
+)
+
+# sipp's [authentication] answering KAMAILIO_WWW_401 (no blanks, cnonce is not the nonce).
+SIPP_REGISTER_AUTH = msg(
+    b"REGISTER sip:sip.example.net SIP/2.0",
+    b"Via: SIP/2.0/UDP 203.0.113.5:5061;branch=z9hG4bK-31337-2-1",
+    b"From: <sip:1001@sip.example.net>;tag=31337SIPpTag002",
+    b"To: <sip:1001@sip.example.net>",
+    b"Call-ID: 2-31337@203.0.113.5",
+    b"CSeq: 2 REGISTER",
+    b"Contact: sip:1001@203.0.113.5:5061",
+    b'Authorization: Digest username="1001",realm="sip.example.net",uri="sip:sip.example.net",'
+    b'nonce="ZbQ3sWW0NoVt2ZKaXZ0CYRCn0Cd3nUSx",response="8d1c3f0a6e2b4d7c9a1e3f5b7d9c0a2e",'
+    b'algorithm=MD5,cnonce="6b8b4567",qop=auth,nc=00000001',
+    b"Max-Forwards: 70",
+    b"Expires: 3600",
+    b"Content-Length: 0",
+)
+
+# A softphone's INVITE answering KAMAILIO_PROXY_407.
+_SDP = (b"v=0\r\no=Z 0 1 IN IP4 203.0.113.77\r\ns=Z\r\nc=IN IP4 203.0.113.77\r\nt=0 0\r\n"
+        b"m=audio 8000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n")
+INVITE_PROXY_AUTH = msg(
+    b"INVITE sip:00972599123456@sip.example.net SIP/2.0",
+    b"Via: SIP/2.0/UDP 203.0.113.77:5080;branch=z9hG4bK-d8754z-0b1c2d3e4f5a;rport",
+    b"Max-Forwards: 70",
+    b"Contact: <sip:2002@203.0.113.77:5080>",
+    b"To: <sip:00972599123456@sip.example.net>",
+    b"From: \"2002\" <sip:2002@sip.example.net>;tag=1f2e3d4c",
+    b"Call-ID: 3f6a2c1e-8b7d-4e5f-a9c0-1d2e3f4a5b6c",
+    b"CSeq: 3 INVITE",
+    b'Proxy-Authorization: Digest username="2002", realm="sip.example.net", '
+    b'nonce="ZbQ3xGW0N5hUq0vB0s1aRy0RS5eOQm7k", uri="sip:00972599123456@sip.example.net", '
+    b'response="f0e1d2c3b4a5968778695a4b3c2d1e0f", cnonce="a1b2c3d4", nc=00000001, qop=auth, '
+    b'algorithm=MD5, opaque="2b4c6d8e0f1a3b5c"',
+    b"User-Agent: Z 5.6.2 v2.10.20.2",
+    b"Content-Type: application/sdp",
+    b"Content-Length: %d" % len(_SDP),
+    body=_SDP,
+)
+
+# Escaped quotes and backslashes in quoted-strings; a "nonce=" inside the realm is not a param.
+ESCAPED_NONCE_401 = msg(
+    b"SIP/2.0 401 Unauthorized",
+    b"Via: SIP/2.0/UDP 192.0.2.33:5060;branch=z9hG4bKesc",
+    b"Call-ID: escaped@192.0.2.33",
+    b"CSeq: 4 REGISTER",
+    b'WWW-Authenticate: Digest realm="lab \\"west\\", nonce=fake", '
+    b'nonce="a\\"b\\\\c/\\"d", qop="auth"',
+    b"Content-Length: 0",
+)
+
+# Odd spacing: lower-case name, no blank after the colon, blanks and tabs around '=' and ',',
+# an upper-case param name, a trailing comma; and a Proxy-Authenticate folded inside its params.
+ODD_SPACING_407 = msg(
+    b"SIP/2.0 407 Proxy Authentication Required",
+    b"Via: SIP/2.0/UDP 192.0.2.34:5060;branch=z9hG4bKodd",
+    b"Call-ID: odd@192.0.2.34",
+    b"CSeq: 5 INVITE",
+    b'www-authenticate:Digest   realm = "odd.example"\t,NONCE= "n0nce-odd" ,  qop = auth ,'
+    b"algorithm=MD5,",
+    b'Proxy-Authenticate: Digest realm="odd.example",',
+    b'\tnonce="n0nce-folded",',
+    b"   stale = \"true\"",
+    b"Content-Length: 0",
+)
+
+# An unclosed quote makes its line give no nonce (nor its stale); the next line still counts.
+UNCLOSED_QUOTE_401 = msg(
+    b"SIP/2.0 401 Unauthorized",
+    b"Via: SIP/2.0/UDP 192.0.2.35:5060;branch=z9hG4bKunclosed",
+    b"Call-ID: unclosed@192.0.2.35",
+    b"CSeq: 6 REGISTER",
+    b'WWW-Authenticate: Digest realm="broken.example", stale=true, nonce="a1b2c3d4',
+    b'WWW-Authenticate: Digest realm="broken.example", nonce="e5f6a7b8"',
+    b"Content-Length: 0",
+)
+
+# --- a long response for the cut-off tests ---------------------------------------------------
+
+# Kamailio registrar 200 OK listing 40 bindings of one AOR (a SIP trunk, or a scan that
+# registered many contacts).  Kamailio writes them comma-separated on one Contact line; here
+# each is its own Contact line (the same thing by RFC 3261 7.3.1), so that the message has a
+# header boundary every ~170 bytes over several KB.
+KAMAILIO_200_CONTACTS = msg(
+    b"SIP/2.0 200 OK",
+    b"Via: SIP/2.0/UDP 198.51.100.23:5060;branch=z9hG4bK-524287-1---c4d9a2f7b5e3;rport=5060;"
+    b"received=198.51.100.23",
+    b"From: <sip:1001@sip.example.net>;tag=7c3e9b21",
+    b"To: <sip:1001@sip.example.net>;tag=5e8f9a3c2b1d0e7f6a5b4c3d2e1f0a9b.c3e5",
+    b"Call-ID: NjU4ZTk2YzJlMTk3ZmQ0YTk4ZWQzNzE2NDI0YzA2NzE",
+    b"CSeq: 2 REGISTER",
+    *[b"Contact: <sip:1001@203.0.113.%d:%d;transport=udp;rinstance=%016x>;expires=%d;"
+      b'received="sip:203.0.113.%d:%d";'
+      b'+sip.instance="<urn:uuid:0f1e2d3c-4b5a-6978-8695-a4b3c2d1%04x>";reg-id=1'
+      % (10 + k, 50000 + 7 * k, 0x5A17C0DE00000000 + 977 * k, 3600 - 13 * k, 10 + k,
+         50000 + 7 * k, k)
+      for k in range(40)],
+    b"Server: kamailio (5.7.3 (x86_64/linux))",
+    b"Content-Length: 0",
+)
+
 SAMPLES = {
     "asterisk_401": ASTERISK_401,
     "kamailio_407": KAMAILIO_407,
@@ -210,6 +394,17 @@ SAMPLES = {
     "minimal_response": MINIMAL_RESPONSE,
     "with_body_200": WITH_BODY_200,
     "lf_only_401": ASTERISK_401.replace(b"\r\n", b"\n"),
+    "kamailio_www_401": KAMAILIO_WWW_401,
+    "kamailio_proxy_407": KAMAILIO_PROXY_407,
+    "asterisk_sha256_md5_401": ASTERISK_SHA256_MD5_401,
+    "freeswitch_407": FREESWITCH_407,
+    "stale_401": STALE_401,
+    "sipp_register_auth": SIPP_REGISTER_AUTH,
+    "invite_proxy_auth": INVITE_PROXY_AUTH,
+    "escaped_nonce_401": ESCAPED_NONCE_401,
+    "odd_spacing_407": ODD_SPACING_407,
+    "unclosed_quote_401": UNCLOSED_QUOTE_401,
+    "kamailio_200_contacts": KAMAILIO_200_CONTACTS,
 }
 
 # Inputs that are not SIP.

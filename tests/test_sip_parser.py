@@ -8,10 +8,12 @@ import sys
 import pytest
 
 from sip_corpus import (
-    ASTERISK_200, ASTERISK_401, COMPACT_407, FOLDED_MULTIVIA_401, FREESWITCH_403, IPV6_TCP_403,
-    KAMAILIO_100, KAMAILIO_407, MINIMAL_RESPONSE, NOT_SIP, REGISTER_WITH_AUTH, SAMPLES,
-    SIPVICIOUS_OPTIONS, SIPVICIOUS_REGISTER, WEIRD_CASE_401, WITH_BODY_200, msg,
-    realistic_responses,
+    ASTERISK_200, ASTERISK_401, ASTERISK_SHA256_MD5_401, COMPACT_407, ESCAPED_NONCE_401,
+    FOLDED_MULTIVIA_401, FREESWITCH_403, FREESWITCH_407, INVITE_PROXY_AUTH, IPV6_TCP_403,
+    KAMAILIO_100, KAMAILIO_200_CONTACTS, KAMAILIO_407, KAMAILIO_PROXY_407, KAMAILIO_WWW_401,
+    MINIMAL_RESPONSE, NOT_SIP, ODD_SPACING_407, REGISTER_WITH_AUTH, SAMPLES, SIPP_REGISTER_AUTH,
+    SIPVICIOUS_OPTIONS, SIPVICIOUS_REGISTER, STALE_401, UNCLOSED_QUOTE_401, WEIRD_CASE_401,
+    WITH_BODY_200, msg, realistic_responses,
 )
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -360,7 +362,8 @@ def test_messages_are_independent(sip):
 
 def test_pickle_round_trip(sip):
     import pickle
-    for data in (ASTERISK_401, FOLDED_MULTIVIA_401, SIPVICIOUS_OPTIONS):
+    for data in (ASTERISK_401, FOLDED_MULTIVIA_401, SIPVICIOUS_OPTIONS, ESCAPED_NONCE_401,
+                 ODD_SPACING_407):
         m = sip.parse(data)
         assert pickle.loads(pickle.dumps(m)).as_dict() == m.as_dict()
 
@@ -373,12 +376,382 @@ def test_message_is_read_only_in_cython():
     assert "401" in repr(m)
 
 
+# --- Digest nonces and stale ---------------------------------------------------------------
+
+KAMAILIO_NONCE = b"ZbQ3sWW0NoVt2ZKaXZ0CYRCn0Cd3nUSx"
+KAMAILIO_PROXY_NONCE = b"ZbQ3xGW0N5hUq0vB0s1aRy0RS5eOQm7k"
+
+
+def test_kamailio_www_challenge(sip):
+    expect(
+        sip, KAMAILIO_WWW_401,
+        is_response=True, status=401, reason=b"Unauthorized",
+        call_id=b"NjU4ZTk2YzJlMTk3ZmQ0YTk4ZWQzNzE2NDI0YzA2NzE", cseq=1, cseq_method=b"REGISTER",
+        via_count=1, via_transport=b"UDP", via_host=b"198.51.100.23", via_port=5060,
+        via_branch=b"z9hG4bK-524287-1---b3c8f1e6a4d2", via_received=b"198.51.100.23",
+        via_rport=5060, from_user=b"1001", from_tag=b"7c3e9b21", to_user=b"1001",
+        to_tag=b"5e8f9a3c2b1d0e7f6a5b4c3d2e1f0a9b.a2c4",
+        server=b"kamailio (5.7.3 (x86_64/linux))", content_length=0,
+        has_www_authenticate=True, challenge_nonces=(KAMAILIO_NONCE,),
+    )
+
+
+def test_kamailio_proxy_challenge(sip):
+    d = fields(sip, KAMAILIO_PROXY_407)
+    assert d["has_proxy_authenticate"] and not d["has_www_authenticate"]
+    assert d["challenge_nonces"] == (KAMAILIO_PROXY_NONCE,) and d["credential_nonces"] == ()
+    assert d["stale"] is False and (d["cseq"], d["cseq_method"]) == (2, b"INVITE")
+
+
+def test_asterisk_one_nonce_for_two_algorithms(sip):
+    d = fields(sip, ASTERISK_SHA256_MD5_401)
+    nonce = b"1718031234/5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b"
+    assert d["challenge_nonces"] == (nonce, nonce)  # one per line, not made unique
+    assert d["stale"] is False and d["has_www_authenticate"]
+
+
+def test_freeswitch_proxy_challenge(sip):
+    d = fields(sip, FREESWITCH_407)
+    assert d["challenge_nonces"] == (b"c5f3a0d2-6e1b-4c8a-b7d9-2f4e6a8c0b1d",)
+    assert d["user_agent"] == b"FreeSWITCH-mod_sofia/1.10.11-release~64bit"
+
+
+def test_stale_upper_case(sip):
+    d = fields(sip, STALE_401)
+    assert d["stale"] is True
+    assert d["challenge_nonces"] == (b"6661c0e8000012a9f3b5b8e0d4c2a7f1",)
+
+
+def test_sipp_register_authorization(sip):
+    expect(
+        sip, SIPP_REGISTER_AUTH,
+        method=b"REGISTER", request_uri=b"sip:sip.example.net", call_id=b"2-31337@203.0.113.5",
+        cseq=2, cseq_method=b"REGISTER", via_count=1, via_transport=b"UDP",
+        via_host=b"203.0.113.5", via_port=5061, via_branch=b"z9hG4bK-31337-2-1",
+        from_user=b"1001", from_tag=b"31337SIPpTag002", to_user=b"1001", content_length=0,
+        has_authorization=True, credential_nonces=(KAMAILIO_NONCE,),
+    )
+
+
+def test_invite_proxy_authorization(sip):
+    d = fields(sip, INVITE_PROXY_AUTH)
+    assert d["has_proxy_authorization"] and not d["has_authorization"]
+    assert d["credential_nonces"] == (KAMAILIO_PROXY_NONCE,) and d["challenge_nonces"] == ()
+    body = INVITE_PROXY_AUTH.split(b"\r\n\r\n", 1)[1]
+    assert d["method"] == b"INVITE" and d["content_length"] == len(body) == 134
+
+
+def test_escaped_quotes_in_nonce(sip):
+    d = fields(sip, ESCAPED_NONCE_401)
+    # realm="lab \"west\", nonce=fake" is one quoted-string: its "nonce=" is not a param
+    assert d["challenge_nonces"] == (b'a"b\\c/"d',)
+
+
+def test_odd_spacing_and_folded_challenge(sip):
+    d = fields(sip, ODD_SPACING_407)
+    assert d["challenge_nonces"] == (b"n0nce-odd", b"n0nce-folded")
+    assert d["stale"] is True  # on the Proxy-Authenticate's second continuation line
+    assert d["has_www_authenticate"] and d["has_proxy_authenticate"]
+
+
+def test_unclosed_quote_gives_no_nonce_for_its_line(sip):
+    d = fields(sip, UNCLOSED_QUOTE_401)
+    assert d["challenge_nonces"] == (b"e5f6a7b8",)
+    assert d["stale"] is False  # the stale=true of the malformed line is not taken
+    assert d["call_id"] == b"unclosed@192.0.2.35" and d["has_www_authenticate"]
+
+
+@pytest.mark.parametrize("value, nonce, stale", [
+    (b'Digest nonce="abc"', b"abc", False),
+    (b"Digest nonce=abc", b"abc", False),
+    (b'Digest nonce = "abc" , stale = true', b"abc", True),
+    (b'Digest\tnonce="abc"', b"abc", False),
+    (b'Digest nonce="first", nonce="second"', b"first", False),
+    (b'Digest realm="a", nonce="", nonce="b"', None, False),  # the first one is empty
+    (b'Digest cnonce="c", nonce="n"', b"n", False),
+    (b'Digest realm="a", nonce="b", Digest realm="c", nonce="d", stale=TRUE', b"b", True),
+    (b'Basic realm="x", Digest realm="y", nonce="z"', b"z", False),
+    (b'Digest nonce="x",, ,stale="TrUe",', b"x", True),
+    (b'Digest nonce="x", stale=false', b"x", False),
+    (b'Digest nonce="x", stale="tr\\ue"', b"x", True),
+    (b"Digest stale=true", None, True),
+    (b'Digest nonce="a b,c;d=e"', b"a b,c;d=e", False),
+    (b'Digest nonce="\xff\xfe\x80"', b"\xff\xfe\x80", False),
+    (b"Digest nonce=\"" + b"n" * 256 + b"\"", b"n" * 256, False),
+    (b"Digest nonce=\"" + b"n" * 257 + b"\"", None, False),
+    (b"Digest nonce=\"" + b"n\\\\" * 128 + b"\"", b"n\\" * 128, False),  # 256 once unescaped
+    (b"Digest", None, False),
+    (b"", None, False),
+    (b'nonce="abc"', None, False),  # no scheme
+    (b'Digestnonce="abc"', None, False),
+    (b'Digest realm="a" nonce="b"', None, False),  # no comma
+    (b'Digest nonce="b', None, False),
+    (b'Digest nonce="b\\"', None, False),  # the quote is escaped: still open
+    (b'Digest nonce="b\\', None, False),
+    (b"Digest nonce=", None, False),
+    (b"Digest nonce=, stale=true", None, False),
+    (b'Digest nonce=b"c"', None, False),
+    (b"Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==", None, False),  # token68: not a param list
+    (b'Digest stale=true, nonce="x", realm="unclosed', None, False),
+])
+def test_auth_param_grammar(sip, value, nonce, stale):
+    nonces = (nonce,) if nonce is not None else ()
+    for name in (b"WWW-Authenticate", b"Proxy-Authenticate"):
+        d = fields(sip, msg(b"SIP/2.0 401 Unauthorized", name + b": " + value))
+        assert (d["challenge_nonces"], d["stale"]) == (nonces, stale), (name, value)
+    for name in (b"Authorization", b"Proxy-Authorization"):
+        d = fields(sip, msg(b"REGISTER sip:x SIP/2.0", name + b": " + value))
+        # credentials report their nonce; a stale param in them is not the challenge's
+        assert (d["credential_nonces"], d["stale"]) == (nonces, False), (name, value)
+
+
+def test_at_most_four_nonces_in_message_order(sip):
+    data = msg(
+        b"SIP/2.0 401 Unauthorized",
+        b'WWW-Authenticate: Digest nonce="w1"',
+        b'Proxy-Authenticate: Digest nonce="p2"',
+        b'WWW-Authenticate: Digest realm="no nonce here"',
+        b'Authorization: Digest nonce="a1"',
+        b'WWW-Authenticate: Digest nonce="w3"',
+        b'Proxy-Authorization: Digest nonce="a2"',
+        b'WWW-Authenticate: Digest nonce="w4"',
+        b'WWW-Authenticate: Digest nonce="w5", stale=true',  # not kept, but its stale counts
+        b'Authorization: Digest nonce="a3"',
+        b'Authorization: Digest nonce="a4"',
+        b'Authorization: Digest nonce="a5"',
+    )
+    d = fields(sip, data)
+    assert sip.MAX_NONCES == 4 and sip.MAX_NONCE_SIZE == 256
+    assert d["challenge_nonces"] == (b"w1", b"p2", b"w3", b"w4")
+    assert d["credential_nonces"] == (b"a1", b"a2", b"a3", b"a4")
+    assert d["stale"] is True
+
+
+def test_nonce_quoted_across_a_fold(sip):
+    data = msg(b"SIP/2.0 407 Proxy Authentication Required",
+               b'Proxy-Authenticate: Digest realm="x", nonce="abc', b'   def", qop="auth"')
+    assert fields(sip, data)["challenge_nonces"] == (b"abc def",)
+
+
+def test_nonces_survive_other_parses(sip):
+    """Unescaped and unfolded nonces live in a shared buffer in the compiled parser."""
+    first = sip.parse(ESCAPED_NONCE_401)
+    folded = sip.parse(ODD_SPACING_407)
+    for m in sip.parse_batch([ESCAPED_NONCE_401.replace(b"a\\\"b", b"z\\\"z"), ODD_SPACING_407,
+                              FOLDED_MULTIVIA_401]):
+        assert m.challenge_nonces
+    assert first.challenge_nonces == (b'a"b\\c/"d',)
+    assert folded.challenge_nonces == (b"n0nce-odd", b"n0nce-folded")
+
+
+# --- cut-off messages (cut=True) -------------------------------------------------------------
+
+def header_lines(data):
+    """[(line, end)] for the start line, each header line and the empty line closing them:
+    end is the offset just after the line's CRLF."""
+    out = []
+    pos = 0
+    while True:
+        end = data.index(b"\r\n", pos) + 2
+        out.append((data[pos:end - 2], end))
+        if end - 2 == pos:
+            return out
+        pos = end
+
+
+def expected_after_cut(data, line_fields, cut):
+    """The fields parse(data[:cut], cut=True) must give (None if the start line is cut):
+    line_fields is [(line prefix, fields it sets once complete)], later lines overriding."""
+    lines = header_lines(data)
+    if cut < lines[0][1]:
+        return None
+    want = dict(DEFAULTS, truncated=True)
+    for line, end in lines:
+        if end > cut:
+            break
+        if not line:
+            want["truncated"] = False
+            break
+        for prefix, changes in line_fields:
+            if line.startswith(prefix):
+                want.update(changes)
+                break
+    return want
+
+
+def check_cut(sip, data, line_fields, cut):
+    part = data[:cut]
+    want = expected_after_cut(data, line_fields, cut)
+    got = sip.parse(part, cut=True)
+    assert (None if got is None else got.as_dict()) == want, (cut, part[-60:])
+    if want is None or want["truncated"]:
+        assert sip.parse(part) is None, cut
+        assert sip.parse(part, cut=False) is None, cut
+    else:
+        assert sip.parse(part).as_dict() == want
+
+
+CONTACTS_200_FIELDS = [
+    (b"SIP/2.0 200 OK", dict(is_response=True, status=200, reason=b"OK")),
+    (b"Via:", dict(via_count=1, via_transport=b"UDP", via_host=b"198.51.100.23", via_port=5060,
+                   via_branch=b"z9hG4bK-524287-1---c4d9a2f7b5e3",
+                   via_received=b"198.51.100.23", via_rport=5060)),
+    (b"From:", dict(from_user=b"1001", from_tag=b"7c3e9b21")),
+    (b"To:", dict(to_user=b"1001", to_tag=b"5e8f9a3c2b1d0e7f6a5b4c3d2e1f0a9b.c3e5")),
+    (b"Call-ID:", dict(call_id=b"NjU4ZTk2YzJlMTk3ZmQ0YTk4ZWQzNzE2NDI0YzA2NzE")),
+    (b"CSeq:", dict(cseq=2, cseq_method=b"REGISTER")),
+    (b"Server:", dict(server=b"kamailio (5.7.3 (x86_64/linux))")),
+    (b"Content-Length:", dict(content_length=0)),
+]
+
+WWW_401_FIELDS = [
+    (b"SIP/2.0 401", dict(is_response=True, status=401, reason=b"Unauthorized")),
+    (b"Via:", dict(via_count=1, via_transport=b"UDP", via_host=b"198.51.100.23", via_port=5060,
+                   via_branch=b"z9hG4bK-524287-1---b3c8f1e6a4d2",
+                   via_received=b"198.51.100.23", via_rport=5060)),
+    (b"From:", dict(from_user=b"1001", from_tag=b"7c3e9b21")),
+    (b"To:", dict(to_user=b"1001", to_tag=b"5e8f9a3c2b1d0e7f6a5b4c3d2e1f0a9b.a2c4")),
+    (b"Call-ID:", dict(call_id=b"NjU4ZTk2YzJlMTk3ZmQ0YTk4ZWQzNzE2NDI0YzA2NzE")),
+    (b"CSeq:", dict(cseq=1, cseq_method=b"REGISTER")),
+    (b"WWW-Authenticate:", dict(has_www_authenticate=True, challenge_nonces=(KAMAILIO_NONCE,))),
+    (b"Server:", dict(server=b"kamailio (5.7.3 (x86_64/linux))")),
+    (b"Content-Length:", dict(content_length=0)),
+]
+
+ODD_407_FIELDS = [
+    (b"SIP/2.0 407", dict(is_response=True, status=407, reason=b"Proxy Authentication Required")),
+    (b"Via:", dict(via_count=1, via_transport=b"UDP", via_host=b"192.0.2.34", via_port=5060,
+                   via_branch=b"z9hG4bKodd")),
+    (b"Call-ID:", dict(call_id=b"odd@192.0.2.34")),
+    (b"CSeq:", dict(cseq=5, cseq_method=b"INVITE")),
+    (b"www-authenticate:", dict(has_www_authenticate=True, challenge_nonces=(b"n0nce-odd",))),
+    (b"Proxy-Authenticate:", dict(has_proxy_authenticate=True)),
+    (b'\tnonce="n0nce-folded"', dict(challenge_nonces=(b"n0nce-odd", b"n0nce-folded"))),
+    (b"   stale", dict(stale=True)),
+    (b"Content-Length:", dict(content_length=0)),
+]
+
+
+def test_cut_expectations_cover_the_whole_messages(sip):
+    """Uncut, each message gives the fields its table lists: the tables are complete."""
+    for data, line_fields in [(KAMAILIO_200_CONTACTS, CONTACTS_200_FIELDS),
+                              (KAMAILIO_WWW_401, WWW_401_FIELDS),
+                              (ODD_SPACING_407, ODD_407_FIELDS)]:
+        want = expected_after_cut(data, line_fields, len(data))
+        assert want["truncated"] is False
+        assert fields(sip, data) == want
+    assert len(KAMAILIO_200_CONTACTS) > 8000
+    lines = [line for line, _ in header_lines(KAMAILIO_200_CONTACTS)]
+    assert sum(line.startswith(b"Contact:") for line in lines) == 40
+
+
+def test_cut_at_every_header_boundary(sip):
+    data = KAMAILIO_200_CONTACTS
+    for line, end in header_lines(data):
+        for cut in (end - 2, end - 1, end):  # before the CR, between CR and LF, after the LF
+            check_cut(sip, data, CONTACTS_200_FIELDS, cut)
+
+
+def test_cut_at_every_byte_of_the_first_600(sip):
+    for cut in range(601):
+        check_cut(sip, KAMAILIO_200_CONTACTS, CONTACTS_200_FIELDS, cut)
+
+
+def test_challenge_cut_before_and_after_its_nonce(sip):
+    data = KAMAILIO_WWW_401
+    www_end = next(end for line, end in header_lines(data) if line.startswith(b"WWW-"))
+    for cut in range(len(data) + 1):
+        check_cut(sip, data, WWW_401_FIELDS, cut)
+    assert sip.parse(data[:www_end - 1], cut=True).challenge_nonces == ()
+    assert sip.parse(data[:www_end], cut=True).challenge_nonces == (KAMAILIO_NONCE,)
+
+
+def test_folded_challenge_cut_at_every_byte(sip):
+    for cut in range(len(ODD_SPACING_407) + 1):
+        check_cut(sip, ODD_SPACING_407, ODD_407_FIELDS, cut)
+
+
+def test_cut_true_changes_nothing_on_closed_headers(sip):
+    for data in SAMPLES.values():
+        assert sip.parse(data, cut=True).as_dict() == sip.parse(data).as_dict()
+    # cut inside the body: still closed headers, not truncated
+    for data in (WITH_BODY_200[:-10], INVITE_PROXY_AUTH[:-50]):
+        m = sip.parse(data, cut=True)
+        assert m.truncated is False and m.as_dict() == sip.parse(data).as_dict()
+
+
+@pytest.mark.parametrize("data, changes", [
+    (b"SIP/2.0 401 Unauthorized\r\n", {}),
+    (b"SIP/2.0 401 Unauthorized\r\nCall-ID: a\r\n", dict(call_id=b"a")),
+    (b"SIP/2.0 401 Unauthorized\r\nCall-ID: a\r\n\r", dict(call_id=b"a")),  # empty line cut
+    (b"SIP/2.0 401 Unauthorized\r\nCall-ID: a\r", {}),
+    (b"SIP/2.0 401 Unauthorized\r\nCall-ID: a\r\nCSeq: 1 \x00RE", dict(call_id=b"a")),  # unread
+    (b"SIP/2.0 401 Unauthorized\r\nCall-ID: a\r\nCSeq: 1 REG\rX", dict(call_id=b"a")),
+    (b"SIP/2.0 401 Unauthorized\r\nCall-ID: a\r\n b", dict(call_id=b"a")),
+    (b"SIP/2.0 401 Unauthorized\r\nCall-ID: a\r\n b\r\n", dict(call_id=b"a b")),
+    (b"SIP/2.0 401 Unauthorized\r\nCall-ID: a\r\n b\r\n \x00", dict(call_id=b"a b")),
+    (b"SIP/2.0 401 Unauthorized\r\n Via: x", {}),  # a continuation, but incomplete: unread
+    (b"SIP/2.0 401 Unauthorized\r\nCSeq: 7 REGISTER\r\nCall-",
+     dict(cseq=7, cseq_method=b"REGISTER")),
+    (b"SIP/2.0 401 Unauthorized\nCall-ID: lf\nCSeq", dict(call_id=b"lf")),
+])
+def test_cut_edge_cases(sip, data, changes):
+    want = dict(DEFAULTS, is_response=True, status=401, reason=b"Unauthorized", truncated=True,
+                **changes)
+    assert sip.parse(data, cut=True).as_dict() == want
+    assert sip.parse(data) is None
+
+
+@pytest.mark.parametrize("data", [
+    b"SIP/2.0 401 Unauthorized",  # the start line itself is cut
+    b"SIP/2.0 401 Unauthorized\r",
+    b"SIP/2.0 401 Unauth\x00",
+    b"SIP/2.0 401 Unauthorized\r\nCall-ID: \x00a\r\nCSeq",  # a complete line is still checked
+    b"SIP/2.0 401 Unauthorized\r\nnot a header\r\nCSeq",
+    b"SIP/2.0 401 Unauthorized\r\n Via: x\r\nCSeq",  # complete fold after the start line
+])
+def test_cut_is_still_none_for_junk(sip, data):
+    assert sip.parse(data, cut=True) is None
+
+
+def test_cut_on_not_sip(sip):
+    cut_but_sip = {"no_empty_line", "truncated"}
+    for name, data in NOT_SIP.items():
+        m = sip.parse(data, cut=True)
+        if name in cut_but_sip:
+            assert m.truncated is True and m.status == 401, name
+        else:
+            assert m is None, name
+
+
+def test_parse_batch_does_not_cut(sip):
+    cut_off, whole = sip.parse_batch([KAMAILIO_WWW_401[:300], KAMAILIO_WWW_401])
+    assert cut_off is None
+    assert whole.status == 401 and whole.truncated is False
+
+
+def test_truncated_message_pickles(sip):
+    import pickle
+    m = sip.parse(KAMAILIO_WWW_401[:400], cut=True)
+    assert m.truncated and m.call_id
+    assert pickle.loads(pickle.dumps(m)).as_dict() == m.as_dict()
+
+
 # --- both implementations agree ------------------------------------------------------------
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_implementations_agree_on_corpus(both, name):
     pure, cy = both
     assert pure.parse(SAMPLES[name]).as_dict() == cy.parse(SAMPLES[name]).as_dict()
+
+
+def test_implementations_agree_on_every_cut(both):
+    pure, cy = both
+    for data in SAMPLES.values():
+        for cut in range(len(data) + 1):
+            a, b = pure.parse(data[:cut], cut=True), cy.parse(data[:cut], cut=True)
+            assert (a is None) == (b is None), data[:cut]
+            assert a is None or a.as_dict() == b.as_dict(), data[:cut]
 
 
 def test_implementations_agree_on_variations(both):
