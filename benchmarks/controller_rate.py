@@ -70,6 +70,12 @@ class _NullDataPlane:
     def set_scope(self, ports):
         pass
 
+    def set_challenge_grace(self, seconds):
+        pass
+
+    def mark_challenge(self, peer, call_id, ktime_ns):
+        pass
+
     def purge_expired(self):
         return 0
 
@@ -88,9 +94,9 @@ class _NullDataPlane:
 
 def stage_costs(count: int = 50_000) -> dict:
     """Microseconds per response of each user-space stage, run alone in this process on the
-    same 403s the rig sends: perf record -> CapturedResponse (dataplane.decode_capture), the
-    parser (batches of 64), the failure rules, and Guard.handle_responses as a whole (parser +
-    rules + ban records, with a map-less data plane)."""
+    same 403s the rig sends: perf record -> CapturedPacket (dataplane.decode_capture), the
+    parser (batches of 64), the failure rules, and Guard.handle_packets as a whole (the
+    detection path: messages, parser, rules, ban records, with a map-less data plane)."""
     import ctypes
     from fastban import sip
     from fastban.config import load_settings
@@ -108,7 +114,8 @@ def stage_costs(count: int = 50_000) -> dict:
             frame = data[offset + 2:offset + 2 + length]
             offset += 2 + length
             meta = FbCaptureMeta(ktime_ns=1, sport=5060, dport=5060, status=403,
-                                 payload_off=42, cap_len=len(frame), family=4, protocol=17)
+                                 payload_off=42, payload_len=len(frame) - 42,
+                                 cap_len=len(frame), family=4, protocol=17, kind=1, reason=1)
             ctypes.memmove(meta.saddr, frame[26:30], 4)
             ctypes.memmove(meta.daddr, frame[30:34], 4)
             raw.append(bytes(meta) + frame)
@@ -135,10 +142,10 @@ def stage_costs(count: int = 50_000) -> dict:
             guard = Guard(settings, _NullDataPlane())
             t0 = time.perf_counter()
             for i in range(0, len(captured), 64):
-                guard.handle_responses(captured[i:i + 64])
-            out["guard_handle_responses_us"] = (time.perf_counter() - t0) / len(raw) * 1e6
+                guard.handle_packets(captured[i:i + 64])
+            out["guard_handle_packets_us"] = (time.perf_counter() - t0) / len(raw) * 1e6
         except Exception as error:              # the Guard's interface moved on
-            out["guard_handle_responses_us"] = None
+            out["guard_handle_packets_us"] = None
             out["guard_error"] = repr(error)
     out["parser"] = sip.IMPLEMENTATION
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}

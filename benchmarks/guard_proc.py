@@ -48,7 +48,7 @@ def main() -> int:
     clock = time.monotonic_ns
 
     # the address object, not its str(): formatting it per response would slow the guard
-    dp.on_response(lambda r: captured.append((r.dst, r.ktime_ns, clock())))
+    dp.on_capture(lambda r: captured.append((r.dst, r.ktime_ns, clock())))
     real_ban = dp.ban
 
     def ban(target, expires_ns=0):

@@ -198,9 +198,9 @@ def _controller_rows(rows):
         st = c.get("stages_alone", {})
         if st:
             rows.append(("Controller stages alone, us/response: decode, parse, rules, "
-                         "Guard.handle_responses",
+                         "Guard.handle_packets",
                          f"{st.get('decode_capture_us')} / {st.get('parse_batch_us')} / "
-                         f"{st.get('rules_us')} / {st.get('guard_handle_responses_us')}", "",
+                         f"{st.get('rules_us')} / {st.get('guard_handle_packets_us')}", "",
                          None))
 
 

@@ -46,42 +46,73 @@ struct fb_lpm6 {
     __u8 addr[16];
 };
 
-/* Key of the challenge table: the destination of a 401/407, IPv4 as ::ffff:a.b.c.d. */
+/* Key of the "challenged" table: the remote party of a SIP message (the destination of a
+ * response, the source of a request), IPv4 as ::ffff:a.b.c.d. */
 struct fb_peer {
     __u8 addr[16];
 };
 
-struct fb_challenge {
-    __u32 outstanding;      /* 401/407 sent minus final answers forwarded since */
-    __u32 pad;
-    __u64 last_ns;          /* ktime of the last 401/407 */
+/* Value of the "challenged" table. */
+struct fb_peer_state {
+    __u64 challenged_ns;    /* ktime of the last 401/407 sent to the peer */
+    __u64 any_call_ns;      /* ktime of the last message whose Call-ID the scan could not read:
+                               for the grace after it, every Call-ID of the peer counts as open */
 };
 
-/* Metadata ahead of the packet bytes of each captured response: 56 bytes. */
+/* Key of the "open_calls" table: a peer and the hash of a Call-ID (fastban/headerscan.py). */
+struct fb_call_key {
+    __u8 addr[16];
+    __u64 call_hash;
+};
+
+/* Metadata ahead of the packet bytes of each captured message: 72 bytes. */
 struct fb_capture_meta {
     __u64 ktime_ns;
     __u8 saddr[16];         /* IPv4 in the first 4 bytes */
     __u8 daddr[16];
     __u16 sport;            /* host order */
     __u16 dport;
-    __u16 status;           /* SIP status code */
-    __u16 payload_off;      /* offset of "SIP/2.0" in the packet bytes that follow */
+    __u16 status;           /* SIP status of a response, else 0 */
+    __u16 payload_off;      /* offset of the TCP/UDP payload in the packet bytes that follow */
+    __u32 payload_len;      /* TCP/UDP payload bytes on the wire (of the whole datagram for an
+                               IP first fragment), so more than follow when the copy is cut */
     __u32 cap_len;          /* packet bytes that follow */
+    __u32 tcp_seq;          /* host order */
     __u8 family;            /* 4 or 6 */
     __u8 protocol;          /* IPPROTO_UDP or IPPROTO_TCP */
     __u8 direction;         /* FB_DIR_* */
-    __u8 pad;
+    __u8 kind;              /* FB_KIND_* */
+    __u8 flags;             /* FB_META_* */
+    __u8 reason;            /* FB_WHY_*: why it was copied */
+    __u16 pad;
 };
+
+#define FB_KIND_RESPONSE        1   /* starts with a status line, from a SIP port */
+#define FB_KIND_REQUEST         2   /* starts with a request line, to a SIP port */
+#define FB_KIND_CONTINUATION    3   /* a TCP segment that starts inside a message */
+
+#define FB_META_FRAGMENT        1   /* an IP first fragment: the datagram goes on elsewhere */
+#define FB_META_TCP_FIN         2
+#define FB_META_TCP_RST         4
+
+#define FB_WHY_FAILURE          1   /* 401, 403, 407 (404 when counted) */
+#define FB_WHY_OPEN_CALL        2   /* a final answer on a Call-ID with a challenge open */
+#define FB_WHY_UNSURE           3   /* the scan could not read the Call-ID */
+#define FB_WHY_CREDENTIALS      4   /* a request with credentials from a challenged peer */
+#define FB_WHY_TCP_SEGMENT      5   /* a TCP segment holding more or less than one message */
 
 /* Per-CPU counters (index into the "counters" map). */
 #define FB_CNT_SEEN             0   /* unused: user space reports seen = passed + dropped */
 #define FB_CNT_PASSED           1
 #define FB_CNT_DROPPED          2
 #define FB_CNT_ALLOWLISTED      3   /* passed because the source is allowlisted */
-#define FB_CNT_CAP_EXAMINED     4   /* packets from a SIP port with a status line */
+#define FB_CNT_CAP_EXAMINED     4   /* SIP messages (and TCP segments) looked at */
 #define FB_CNT_CAPTURED         5   /* responses forwarded to user space */
 #define FB_CNT_CAP_FAILED       6   /* perf submit failed (no reader, buffer full) */
-#define FB_CNT_MAX              8
+#define FB_CNT_CAP_SCANNED      7   /* messages whose headers the capture scanned */
+#define FB_CNT_CAP_REQUESTS     8   /* requests forwarded */
+#define FB_CNT_CAP_UNSURE       9   /* forwarded because the scan could not decide */
+#define FB_CNT_MAX              12
 
 /* Config array (index into the "config" map, __u32 values). */
 #define FB_CFG_SCOPE_PORTS      0   /* 1 = drop only traffic to ports in scope_ports */
@@ -90,14 +121,36 @@ struct fb_capture_meta {
 #define FB_CFG_RANGES_V6        3   /* 1 = ranges_v6 may hold bans */
 #define FB_CFG_ALLOW_V4         4   /* 1 = allow_v4 holds networks (else XDP skips the trie) */
 #define FB_CFG_ALLOW_V6         5
-#define FB_CFG_MAX              8
+#define FB_CFG_GRACE_MS         6   /* challenge_grace in ms: how long a challenge stays open */
+#define FB_CFG_ROLES_EGRESS     7   /* FB_ROLE_* read on TC egress */
+#define FB_CFG_ROLES_INGRESS    8   /* FB_ROLE_* read on TC ingress */
+#define FB_CFG_MAX              12
+
+#define FB_ROLE_RESPONSES       1   /* responses from the SIP ports */
+#define FB_ROLE_REQUESTS        2   /* requests to the SIP ports */
 
 #define FB_DIR_EGRESS           0
 #define FB_DIR_INGRESS          1
 
-#define FB_CHALLENGE_STALE_NS   (64ULL * 1000000000ULL)
-#define FB_CHALLENGE_ENTRIES    16384   /* LRU, preallocated: about 1.5 MB */
-#define FB_CAPTURE_MAX          8192    /* packet bytes copied per captured response */
+#define FB_PEER_ENTRIES         65536   /* challenged peers (LRU, preallocated) */
+#define FB_CALL_ENTRIES         131072  /* open Call-IDs (LRU, preallocated) */
+#define FB_CAPTURE_MAX          8192    /* packet bytes copied per captured message */
+#define FB_SCAN_MAX             2048    /* message bytes the header scan reads */
+#define FB_SCAN_STATES          128     /* rows of the scan table (a power of two) */
+#define FB_SCAN_HASH            1       /* flags of a scan state: fastban/headerscan.py */
+#define FB_SCAN_DIGIT           2
+#define FB_SCAN_CALL_ID         4
+#define FB_SCAN_LENGTH          8
+#define FB_SCAN_CREDENTIALS     16
+#define FB_SCAN_END             32
+#define FB_FNV_OFFSET           0xCBF29CE484222325ULL
+#define FB_FNV_PRIME            0x100000001B3ULL
+
+/* The scan's automaton, written by user space: next[state << 8 | byte], flags[state]. */
+struct fb_scan_table {
+    __u8 next[FB_SCAN_STATES * 256];
+    __u8 flags[FB_SCAN_STATES];
+};
 #define FB_PORT_ENTRIES         1024
 
 struct fb_vlan_hdr {

@@ -1,12 +1,20 @@
-/* fastban TC (clsact) program: forwards the SIP responses the failure rules need to user space.
+/* fastban TC (clsact) program: copies to user space the SIP messages the failure rules need.
  *
- * Looks only at UDP/TCP packets whose SOURCE port is in sip_ports (IPv4, IPv6, 802.1Q/QinQ),
- * reads the status line "SIP/2.0 NNN" at the start of the payload, and forwards, with the
- * packet bytes, through the perf buffer "captures":
- *   - 401 and 407 (and counts a challenge outstanding for the destination),
- *   - 403 (and 404 when config FB_CFG_COUNT_404 is 1),
- *   - any other final response (>= 200) only when the destination has a challenge outstanding
- *     that is less than FB_CHALLENGE_STALE_NS old (and then counts it answered).
+ * Each hook reads the roles config gives it (FB_CFG_ROLES_EGRESS / _INGRESS): responses
+ * (UDP/TCP from a port in sip_ports) and/or requests (to a port in sip_ports); IPv4, IPv6 with
+ * extension headers, IP first fragments, 802.1Q/QinQ. The remote party (the destination of a
+ * response, the source of a request) is the "peer". Copied, with the packet bytes, through the
+ * perf buffer "captures":
+ *   - every 401 and 407 (which mark the peer challenged, and its Call-ID open), 403, and 404
+ *     when config FB_CFG_COUNT_404 is 1;
+ *   - any other final response to a challenged peer on a Call-ID that is open;
+ *   - requests from a challenged peer that carry credentials (which open their Call-ID);
+ *   - over TCP, a segment that does not hold exactly one whole message (it may hold another
+ *     message the rules need), and segments that start inside a message.
+ * "Challenged" and "open" last challenge_grace (config FB_CFG_GRACE_MS) after the last mark.
+ * The Call-ID, the credentials and the length of a message are read by the header scan, an
+ * automaton whose table user space writes (fastban/headerscan.py). Whatever the scan cannot
+ * read within FB_SCAN_MAX bytes counts as open: it costs a copy, never a withheld message.
  * Never changes or drops a packet. Compiled together with xdp_drop.c by fastban/dataplane.py.
  */
 #include <uapi/linux/bpf.h>
@@ -19,159 +27,397 @@
 
 BPF_TABLE_PINNED("hash", __u16, __u8, sip_ports, FB_PORT_ENTRIES,
                  FB_PIN("sip_ports"), BPF_F_NO_PREALLOC);
-BPF_TABLE_PINNED("lru_hash", struct fb_peer, struct fb_challenge, challenges,
-                 FB_CHALLENGE_ENTRIES, FB_PIN("challenges"));
+BPF_TABLE_PINNED("lru_hash", struct fb_peer, struct fb_peer_state, challenged,
+                 FB_PEER_ENTRIES, FB_PIN("challenged"));
+BPF_TABLE_PINNED("lru_hash", struct fb_call_key, __u64, open_calls,
+                 FB_CALL_ENTRIES, FB_PIN("open_calls"));
+BPF_ARRAY(scan_table, struct fb_scan_table, 1);
 BPF_PERF_OUTPUT(captures);
 /* Never written: lets user space read the compiled layout of struct fb_capture_meta. */
 BPF_ARRAY(meta_layout, struct fb_capture_meta, 1);
 
-static __always_inline int fb_capture(struct __sk_buff *skb, __u8 direction)
+/* What one packet needs, kept in map memory between the steps: the verifier then sees the
+ * same state at the scan loop from every path, and checks the loop once. */
+struct fb_work {
+    struct fb_capture_meta meta;
+    struct fb_peer peer;
+    __u64 now;
+    __u64 grace;
+    __u32 action;           /* FB_ACT_* */
+    __u32 scan_len;         /* bytes loaded into bytes[] */
+    __u64 call_hash;        /* the scan's results */
+    __u64 content_length;
+    __u64 counts;           /* Call-IDs | Content-Lengths << 16 | credentials << 32 */
+    __u64 header_end;
+    __u8 bytes[2 * FB_SCAN_MAX];    /* twice the scan: a length masked to 2 * FB_SCAN_MAX - 1
+                                       fits, which the verifier can see */
+};
+BPF_PERCPU_ARRAY(work, struct fb_work, 1);
+
+#define FB_ACT_CHALLENGE        1   /* a 401/407: copy, mark the peer and its Call-ID */
+#define FB_ACT_FAILURE          2   /* a 403/404: copy */
+#define FB_ACT_ANSWER           3   /* a final answer to a challenged peer: copy if its call is open */
+#define FB_ACT_OTHER            4   /* a response nobody waits for: only TCP may need a copy */
+#define FB_ACT_REQUEST          5   /* a request from a challenged peer: copy if it has credentials */
+
+static __always_inline int fb_fresh(__u64 then, struct fb_work *w)
 {
-    struct fb_capture_meta meta = {};
+    return then != 0 && w->now - then <= w->grace;
+}
+
+/* Walks L2-L4 into w->meta; returns the payload offset, or 0 for a packet to leave alone. */
+static __always_inline __u32 fb_walk(struct __sk_buff *skb, struct fb_work *w)
+{
+    struct fb_capture_meta *meta = &w->meta;
     __u32 off = sizeof(struct ethhdr);
     __be16 proto;
 
     if (bpf_skb_load_bytes(skb, 12, &proto, 2) < 0)
-        return TC_ACT_OK;
+        return 0;
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-        if (proto == htons(ETH_P_8021Q) || proto == htons(ETH_P_8021AD)) {
+        if (proto == htons(ETH_P_8021Q) || proto == htons(ETH_P_8021AD) ||
+            proto == htons(0x9100)) {
             if (bpf_skb_load_bytes(skb, off + 2, &proto, 2) < 0)
-                return TC_ACT_OK;
+                return 0;
             off += sizeof(struct fb_vlan_hdr);
         }
     }
 
     __u8 l4proto;
+    __u32 l3_end;
     if (proto == htons(ETH_P_IP)) {
         struct iphdr ip;
         if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
-            return TC_ACT_OK;
+            return 0;
         if (ip.frag_off & htons(0x1FFF))
-            return TC_ACT_OK;
-        meta.family = 4;
+            return 0;                         /* a later fragment: no header of ours in it */
+        if (ip.frag_off & htons(0x2000))
+            meta->flags |= FB_META_FRAGMENT;
+        meta->family = 4;
         l4proto = ip.protocol;
-        __builtin_memcpy(meta.saddr, &ip.saddr, 4);
-        __builtin_memcpy(meta.daddr, &ip.daddr, 4);
+        __builtin_memcpy(meta->saddr, &ip.saddr, 4);
+        __builtin_memcpy(meta->daddr, &ip.daddr, 4);
+        l3_end = off + ntohs(ip.tot_len);
         off += ip.ihl * 4;
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6hdr ip6;
         if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
-            return TC_ACT_OK;
-        meta.family = 6;
+            return 0;
+        meta->family = 6;
         l4proto = ip6.nexthdr;
-        __builtin_memcpy(meta.saddr, &ip6.saddr, 16);
-        __builtin_memcpy(meta.daddr, &ip6.daddr, 16);
+        __builtin_memcpy(meta->saddr, &ip6.saddr, 16);
+        __builtin_memcpy(meta->daddr, &ip6.daddr, 16);
         off += sizeof(ip6);
-        /* Skip up to four extension headers (hop-by-hop, routing, destination, fragment). */
+        l3_end = off + ntohs(ip6.payload_len);
+        /* Up to four extension headers: hop-by-hop, routing, destination, fragment, AH. */
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            if (l4proto != 0 && l4proto != 43 && l4proto != 60 && l4proto != 44)
+            if (l4proto != 0 && l4proto != 43 && l4proto != 60 && l4proto != 44 &&
+                l4proto != 51)
                 break;
             __u8 ext[4];
             if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0)
-                return TC_ACT_OK;
+                return 0;
             if (l4proto == 44) {
                 if ((ext[2] << 5 | ext[3] >> 3) != 0)
-                    return TC_ACT_OK;     /* a later fragment: no status line in it */
+                    return 0;                 /* a later fragment */
+                if (ext[3] & 1)
+                    meta->flags |= FB_META_FRAGMENT;
                 off += 8;
+            } else if (l4proto == 51) {
+                off += (ext[1] + 2) * 4;
             } else {
                 off += (ext[1] + 1) * 8;
             }
             l4proto = ext[0];
         }
     } else {
-        return TC_ACT_OK;
+        return 0;
     }
     if (l4proto != IPPROTO_UDP && l4proto != IPPROTO_TCP)
-        return TC_ACT_OK;
+        return 0;
 
     __be16 ports[2];
     if (bpf_skb_load_bytes(skb, off, ports, 4) < 0)
-        return TC_ACT_OK;
-    __u16 sport = ntohs(ports[0]);
-    if (!sip_ports.lookup(&sport))
-        return TC_ACT_OK;
+        return 0;
+    meta->sport = ntohs(ports[0]);
+    meta->dport = ntohs(ports[1]);
+    meta->protocol = l4proto;
     if (l4proto == IPPROTO_UDP) {
+        __be16 udp_len;
+        if (bpf_skb_load_bytes(skb, off + 4, &udp_len, 2) < 0)
+            return 0;
+        meta->payload_len = ntohs(udp_len) >= 8 ? ntohs(udp_len) - 8 : 0;
         off += 8;
     } else {
-        __u8 doff;
-        if (bpf_skb_load_bytes(skb, off + 12, &doff, 1) < 0)
-            return TC_ACT_OK;
-        off += (doff >> 4) * 4;
+        __u8 tcp[14];
+        if (bpf_skb_load_bytes(skb, off, tcp, sizeof(tcp)) < 0)
+            return 0;
+        meta->tcp_seq = (__u32)tcp[4] << 24 | (__u32)tcp[5] << 16 | (__u32)tcp[6] << 8 | tcp[7];
+        if (tcp[13] & 0x01)
+            meta->flags |= FB_META_TCP_FIN;
+        if (tcp[13] & 0x04)
+            meta->flags |= FB_META_TCP_RST;
+        off += (tcp[12] >> 4) * 4;
+        meta->payload_len = l3_end > off ? l3_end - off : 0;
     }
+    if (off > 0xFFFF)
+        return 0;
+    meta->payload_off = off;
+    return off;
+}
 
-    char line[12];                        /* "SIP/2.0 NNN " */
-    if (off > 0xFFFF || bpf_skb_load_bytes(skb, off, line, sizeof(line)) < 0)
-        return TC_ACT_OK;
-    if (line[0] != 'S' || line[1] != 'I' || line[2] != 'P' || line[3] != '/' ||
-        line[4] != '2' || line[5] != '.' || line[6] != '0' || line[7] != ' ')
-        return TC_ACT_OK;
-    __u16 status = 0;
+/* Reads the start of the payload into meta->kind (and status) and w->peer, and chooses what
+ * the packet needs (w->action); returns 0 to leave it alone, 1 to go on. */
+static __always_inline int fb_classify(struct __sk_buff *skb, __u8 direction,
+                                       struct fb_work *w, __u32 off)
+{
+    struct fb_capture_meta *meta = &w->meta;
+    __u32 roles = fb_config(direction == FB_DIR_EGRESS ? FB_CFG_ROLES_EGRESS
+                                                       : FB_CFG_ROLES_INGRESS);
+    __u16 sport = meta->sport, dport = meta->dport;
+    int response_side = (roles & FB_ROLE_RESPONSES) && sip_ports.lookup(&sport);
+    int request_side = (roles & FB_ROLE_REQUESTS) && sip_ports.lookup(&dport);
+    if (!response_side && !request_side)
+        return 0;
+    if (skb->len <= off)
+        return 0;                             /* no payload: a bare TCP ACK, SYN, FIN */
+
+    char line[12];                            /* "SIP/2.0 NNN " or "METHOD ..." */
+    int whole_line = bpf_skb_load_bytes(skb, off, line, sizeof(line)) == 0;
+    if (whole_line && response_side && line[0] == 'S' && line[1] == 'I' && line[2] == 'P' &&
+        line[3] == '/') {
+        if (line[4] != '2' || line[5] != '.' || line[6] != '0' || line[7] != ' ')
+            return 0;
+        __u16 status = 0;
 #pragma unroll
-    for (int i = 8; i < 11; i++) {
-        if (line[i] < '0' || line[i] > '9')
-            return TC_ACT_OK;
-        status = status * 10 + (line[i] - '0');
+        for (int i = 8; i < 11; i++) {
+            if (line[i] < '0' || line[i] > '9')
+                return 0;
+            status = status * 10 + (line[i] - '0');
+        }
+        if (line[11] != ' ' && line[11] != '\r')
+            return 0;
+        meta->kind = FB_KIND_RESPONSE;
+        meta->status = status;
+    } else if (whole_line && request_side && line[0] >= 'A' && line[0] <= 'Z' &&
+               line[1] >= 'A' && line[1] <= 'Z' && line[2] >= 'A' && line[2] <= 'Z') {
+        meta->kind = FB_KIND_REQUEST;
+    } else if (meta->protocol == IPPROTO_TCP) {
+        meta->kind = FB_KIND_CONTINUATION;
+    } else {
+        return 0;
     }
-    if (line[11] != ' ' && line[11] != '\r')
-        return TC_ACT_OK;
     fb_count(FB_CNT_CAP_EXAMINED);
-    if (status < 200)
-        return TC_ACT_OK;
 
-    struct fb_peer peer = {};
-    if (meta.family == 4) {
-        peer.addr[10] = 0xff;
-        peer.addr[11] = 0xff;
-        __builtin_memcpy(&peer.addr[12], meta.daddr, 4);
+    /* The peer is the far end: who a response goes to, who a request comes from. A TCP
+     * continuation belongs to the side its ports say. */
+    int towards_peer = meta->kind == FB_KIND_RESPONSE ||
+                       (meta->kind == FB_KIND_CONTINUATION && response_side);
+    __u8 *peer_addr = towards_peer ? meta->daddr : meta->saddr;
+    if (meta->family == 4) {
+        __builtin_memset(w->peer.addr, 0, 10);
+        w->peer.addr[10] = 0xff;
+        w->peer.addr[11] = 0xff;
+        __builtin_memcpy(&w->peer.addr[12], peer_addr, 4);
     } else {
-        __builtin_memcpy(peer.addr, meta.daddr, 16);
+        __builtin_memcpy(w->peer.addr, peer_addr, 16);
     }
-    __u64 now = bpf_ktime_get_ns();
-    int forward = 0;
-    struct fb_challenge *challenge = challenges.lookup(&peer);
+    w->now = bpf_ktime_get_ns();
+    w->grace = (__u64)fb_config(FB_CFG_GRACE_MS) * 1000000ULL;
+    struct fb_peer_state *state = challenged.lookup(&w->peer);
+    int peer_challenged = state && fb_fresh(state->challenged_ns, w);
+    int any_call = state && fb_fresh(state->any_call_ns, w);
 
-    if (status == 401 || status == 407) {
-        forward = 1;
-        if (challenge) {
-            if (now - challenge->last_ns > FB_CHALLENGE_STALE_NS)
-                challenge->outstanding = 0;
-            __sync_fetch_and_add(&challenge->outstanding, 1);
-            challenge->last_ns = now;
+    if (meta->kind == FB_KIND_CONTINUATION) {
+        if (towards_peer) {
+            meta->reason = FB_WHY_TCP_SEGMENT;
+        } else if (peer_challenged) {
+            meta->reason = FB_WHY_TCP_SEGMENT;
+            if (state)
+                state->any_call_ns = w->now;  /* it may hold a request with credentials */
         } else {
-            struct fb_challenge fresh = {.outstanding = 1, .last_ns = now};
-            challenges.update(&peer, &fresh);
+            return 0;
         }
+        w->action = 0;
+        return 1;
+    }
+    if (meta->kind == FB_KIND_REQUEST) {
+        if (!peer_challenged)
+            return 0;
+        w->action = FB_ACT_REQUEST;
+        return 1;
+    }
+    __u16 status = meta->status;
+    if (status == 401 || status == 407) {
+        if (state) {
+            state->challenged_ns = w->now;
+        } else {
+            struct fb_peer_state fresh = {.challenged_ns = w->now};
+            challenged.update(&w->peer, &fresh);
+        }
+        w->action = FB_ACT_CHALLENGE;
+    } else if (status == 403 || (status == 404 && fb_config(FB_CFG_COUNT_404))) {
+        if (meta->protocol != IPPROTO_TCP) {
+            meta->reason = FB_WHY_FAILURE;    /* nothing to read in it */
+            w->action = 0;
+            return 1;
+        }
+        w->action = FB_ACT_FAILURE;
+    } else if (status >= 200 && peer_challenged) {
+        if (any_call) {
+            meta->reason = FB_WHY_UNSURE;
+            fb_count(FB_CNT_CAP_UNSURE);
+            w->action = 0;
+            return 1;
+        }
+        w->action = FB_ACT_ANSWER;
+    } else if (meta->protocol == IPPROTO_TCP) {
+        w->action = FB_ACT_OTHER;
     } else {
-        if (status == 403 || (status == 404 && fb_config(FB_CFG_COUNT_404)))
-            forward = 1;
-        if (challenge) {
-            if (challenge->outstanding > 0 && now - challenge->last_ns <= FB_CHALLENGE_STALE_NS) {
-                forward = 1;
-                __sync_fetch_and_add(&challenge->outstanding, -1);
-                if (challenge->outstanding == 0)
-                    challenges.delete(&peer);
-            } else {
-                challenges.delete(&peer);
-            }
+        return 0;
+    }
+    return 1;
+}
+
+/* The header scan (fastban/headerscan.py) over w->bytes[0, scan_len). */
+static __always_inline void fb_scan(struct fb_work *w, struct fb_scan_table *table)
+{
+    __u32 n = w->scan_len;
+    __u64 state = 0, h = FB_FNV_OFFSET, length = 0, counts = 0, end = 0;
+    if (n > FB_SCAN_MAX)
+        n = FB_SCAN_MAX;
+#pragma clang loop unroll(disable)
+    for (__u32 i = 0; i < FB_SCAN_MAX; i++) {
+        if (i >= n)
+            break;
+        __u64 c = w->bytes[i];
+        state = table->next[(state & (FB_SCAN_STATES - 1)) << 8 | c];
+        __u64 flags = table->flags[state & (FB_SCAN_STATES - 1)];
+        /* Branch-free updates: one path per byte keeps the verifier's work linear. */
+        __u64 mask = -(flags & FB_SCAN_HASH);
+        h = (((h ^ c) * FB_FNV_PRIME) & mask) | (h & ~mask);
+        mask = -((flags >> 1) & 1);
+        length = ((length * 10 + c - '0') & mask) | (length & ~mask);
+        counts += ((flags >> 2) & 1) | ((flags >> 3) & 1) << 16 | ((flags >> 4) & 1) << 32;
+        if (flags & FB_SCAN_END) {
+            end = i + 1;
+            break;
         }
     }
-    if (!forward)
+    w->call_hash = h;
+    w->content_length = length;
+    w->counts = counts;
+    w->header_end = end;
+}
+
+static __always_inline void fb_open_call(struct fb_work *w, int call_known)
+{
+    if (call_known) {
+        struct fb_call_key key = {.call_hash = w->call_hash};
+        __builtin_memcpy(key.addr, w->peer.addr, 16);
+        __u64 now = w->now;
+        open_calls.update(&key, &now);
+        return;
+    }
+    struct fb_peer_state *state = challenged.lookup(&w->peer);
+    if (state) {
+        state->any_call_ns = w->now;
+    } else {
+        struct fb_peer_state fresh = {.any_call_ns = w->now};
+        challenged.update(&w->peer, &fresh);
+    }
+}
+
+/* After the scan: what to copy, and the marks it leaves. Returns the FB_WHY_* reason, 0 for
+ * no copy. */
+static __always_inline __u8 fb_decide(struct fb_work *w)
+{
+    __u32 action = w->action;
+    __u64 counts = w->counts;
+    int call_known = (counts & 0xFFFF) == 1;
+    int credentials = ((counts >> 32) & 0xFFFF) != 0;
+    __u8 reason = 0;
+
+    if (action == FB_ACT_CHALLENGE) {
+        fb_open_call(w, call_known);
+        reason = FB_WHY_FAILURE;
+    } else if (action == FB_ACT_FAILURE) {
+        reason = FB_WHY_FAILURE;
+    } else if (action == FB_ACT_ANSWER) {
+        if (!call_known) {
+            reason = FB_WHY_UNSURE;
+        } else {
+            struct fb_call_key key = {.call_hash = w->call_hash};
+            __builtin_memcpy(key.addr, w->peer.addr, 16);
+            __u64 *marked = open_calls.lookup(&key);
+            if (marked && fb_fresh(*marked, w))
+                reason = FB_WHY_OPEN_CALL;
+        }
+    } else if (action == FB_ACT_REQUEST) {
+        if (credentials) {
+            fb_open_call(w, call_known);
+            reason = FB_WHY_CREDENTIALS;
+        } else if (w->header_end == 0) {
+            fb_open_call(w, 0);               /* credentials may lie past the scan */
+            reason = FB_WHY_UNSURE;
+        }
+    }
+    if (w->meta.protocol == IPPROTO_TCP && reason == 0) {
+        __u64 end = w->header_end;
+        int one_message = end != 0 && ((counts >> 16) & 0xFFFF) == 1 &&
+                          end + w->content_length == w->meta.payload_len;
+        if (!one_message) {
+            reason = FB_WHY_TCP_SEGMENT;
+            if (action == FB_ACT_REQUEST)
+                fb_open_call(w, 0);           /* a later message may carry credentials */
+        }
+    }
+    if (reason == FB_WHY_UNSURE)
+        fb_count(FB_CNT_CAP_UNSURE);
+    return reason;
+}
+
+static __always_inline int fb_capture(struct __sk_buff *skb, __u8 direction)
+{
+    __u32 zero = 0;
+    struct fb_work *w = work.lookup(&zero);
+    struct fb_scan_table *table = scan_table.lookup(&zero);
+    if (!w || !table)
+        return TC_ACT_OK;
+    __builtin_memset(&w->meta, 0, sizeof(w->meta));
+    w->action = 0;
+    __u32 off = fb_walk(skb, w);
+    if (off == 0 || !fb_classify(skb, direction, w, off))
         return TC_ACT_OK;
 
-    meta.ktime_ns = now;
-    meta.sport = sport;
-    meta.dport = ntohs(ports[1]);
-    meta.status = status;
-    meta.payload_off = off;
-    meta.protocol = l4proto;
-    meta.direction = direction;
+    if (w->action != 0) {
+        off = w->meta.payload_off;      /* from memory: the same state for the scan from any path */
+        __u32 n = skb->len > off ? skb->len - off : 0;
+        if (n > FB_SCAN_MAX)
+            n = FB_SCAN_MAX;
+        n &= 2 * FB_SCAN_MAX - 1;
+        if (n == 0 || bpf_skb_load_bytes(skb, off, w->bytes, n) < 0)
+            n = 0;
+        w->scan_len = n;
+        fb_count(FB_CNT_CAP_SCANNED);
+        fb_scan(w, table);
+        w->meta.reason = fb_decide(w);
+    }
+    if (w->meta.reason == 0)
+        return TC_ACT_OK;
+
+    struct fb_capture_meta *meta = &w->meta;
+    if (meta->kind == FB_KIND_REQUEST)
+        fb_count(FB_CNT_CAP_REQUESTS);
+    meta->ktime_ns = w->now;
+    meta->direction = direction;
     __u32 len = skb->len;
     if (len > FB_CAPTURE_MAX)
         len = FB_CAPTURE_MAX;
-    meta.cap_len = len;
-    int rc = captures.perf_submit_skb(skb, len, &meta, sizeof(meta));
+    meta->cap_len = len;
+    int rc = captures.perf_submit_skb(skb, len, meta, sizeof(*meta));
     if (rc < 0)
         fb_count(FB_CNT_CAP_FAILED);
     else

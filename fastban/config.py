@@ -60,6 +60,7 @@ class Settings:
     ipv6_ban_prefix: int = 128
     # failure rules
     challenge_grace: float = 32.0
+    trust_time: float = 3600.0     # a login makes its source trusted this long
     count_register_404: bool = False
     max_sources: int = 100_000
     max_open_challenges: int = 200_000
@@ -81,8 +82,8 @@ class Settings:
         return RuleSettings(
             maxretry=self.maxretry,
             findtime=float(self.findtime),
-            bantime=float(self.bantime),
             challenge_grace=float(self.challenge_grace),
+            trust_time=float(self.trust_time),
             count_register_404=self.count_register_404,
             whitelist=self.ignored_networks,
             ipv6_ban_prefix=self.ipv6_ban_prefix,
@@ -236,6 +237,7 @@ VALIDATORS = {
     "ban_ports": _ports(allow_empty=True),
     "ipv6_ban_prefix": _int(1, 128),
     "challenge_grace": _number(0, exclusive=True),
+    "trust_time": _number(0),
     "count_register_404": _bool,
     "max_sources": _int(1),
     "max_open_challenges": _int(1),

@@ -7,14 +7,14 @@ bpf/xdp_drop.c and bpf/tc_capture.c as one BCC program, pins the maps under
 - XDP on the interface's ingress: drops frames whose source is banned (exact address or range,
   IPv4 or IPv6, 802.1Q/QinQ parsed), unless the source is allowlisted; a ban lapses at its
   expiry (kernel monotonic ns) by itself; per-CPU counters and a per-ban hit count;
-- TC (clsact) egress (and/or ingress): forwards the SIP responses from the SIP ports that the
-  failure rules need (401/403/407, 404 optionally, and final answers to destinations with a
-  challenge outstanding) with their bytes, through a perf buffer.
+- TC (clsact) egress and ingress: copies the SIP messages the failure rules need (401/403/407,
+  404 optionally, final answers on Call-IDs with a challenge open, requests with credentials
+  from challenged peers; see bpf/tc_capture.c) with their bytes, through a perf buffer.
 
     dp = DataPlane("eth0")            # in the interface's network namespace
     dp.attach()                       # -> "native" or "generic"
     dp.ban(ipaddress.ip_address("203.0.113.9"), expires_ns=wall_to_monotonic(time.time() + 600))
-    dp.on_response(print)
+    dp.on_capture(print)              # CapturedPacket
     while True:
         dp.poll(100)
 
@@ -29,7 +29,8 @@ up front is only each hash map's bucket array: 16 bytes x capacity rounded up to
 /proc/<pid>/fdinfo/<map fd>; the allocator rounds up to its 96/64-byte size classes):
 exact IPv4 80 B, exact IPv6 88 B, IPv4 range 44 B, IPv6 range 56 B; an LPM trie also adds
 intermediate nodes, so /proc/meminfo's Slab grew by ~150-200 B per range ban. See
-MEMORY_PER_BAN. The challenge table (LRU, preallocated) costs about 1.5 MiB.
+MEMORY_PER_BAN. The capture's tables of challenged peers and open Call-IDs are LRU hash maps,
+preallocated: about 7 MiB and 11 MiB.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from fastban import headerscan
+
 # Kernel memory per ban in bytes (map accounting), kernel 6.18 x86_64, 100k bans: see above.
 MEMORY_PER_BAN = {"exact_v4": 80, "exact_v6": 88, "range_v4": 44, "range_v6": 56}
 # Reserved up front per exact-ban map: the hash bucket array, 16 B per slot.
@@ -66,9 +69,24 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 # Counter indexes and config indexes: mirror bpf/fastban.h.
 FB_CNT_PASSED, FB_CNT_DROPPED, FB_CNT_ALLOWLISTED = 1, 2, 3   # 0 is unused: seen = passed + dropped
 FB_CNT_CAP_EXAMINED, FB_CNT_CAPTURED, FB_CNT_CAP_FAILED = 4, 5, 6
-FB_CNT_MAX = 8
+FB_CNT_CAP_SCANNED, FB_CNT_CAP_REQUESTS, FB_CNT_CAP_UNSURE = 7, 8, 9
+FB_CNT_MAX = 12
 FB_CFG_SCOPE_PORTS, FB_CFG_COUNT_404, FB_CFG_RANGES_V4, FB_CFG_RANGES_V6 = 0, 1, 2, 3
 FB_CFG_ALLOW_V4, FB_CFG_ALLOW_V6 = 4, 5
+FB_CFG_GRACE_MS, FB_CFG_ROLES_EGRESS, FB_CFG_ROLES_INGRESS = 6, 7, 8
+FB_ROLE_RESPONSES, FB_ROLE_REQUESTS = 1, 2
+# What each TC hook reads, by the capture setting: where the SIP server's responses pass,
+# and the requests on the other side.
+HOOK_ROLES = {
+    "egress": {"egress": FB_ROLE_RESPONSES, "ingress": FB_ROLE_REQUESTS},
+    "ingress": {"egress": FB_ROLE_REQUESTS, "ingress": FB_ROLE_RESPONSES},
+    "both": {"egress": FB_ROLE_RESPONSES | FB_ROLE_REQUESTS,
+             "ingress": FB_ROLE_RESPONSES | FB_ROLE_REQUESTS},
+}
+FB_KIND_RESPONSE, FB_KIND_REQUEST, FB_KIND_CONTINUATION = 1, 2, 3
+FB_META_FRAGMENT, FB_META_TCP_FIN, FB_META_TCP_RST = 1, 2, 4
+FB_WHY = {1: "failure", 2: "open call", 3: "unsure", 4: "credentials", 5: "tcp segment"}
+FB_SCAN_MAX, FB_SCAN_STATES = 2048, 128
 # The LPM tries XDP skips while their flag is 0: user space keeps each flag set while its trie
 # holds entries.
 TRIE_FLAGS = {"ranges_v4": FB_CFG_RANGES_V4, "ranges_v6": FB_CFG_RANGES_V6,
@@ -83,10 +101,13 @@ COUNTER_NAMES = {
     "capture_examined": FB_CNT_CAP_EXAMINED,
     "captured": FB_CNT_CAPTURED,
     "capture_failed": FB_CNT_CAP_FAILED,
+    "capture_scanned": FB_CNT_CAP_SCANNED,
+    "capture_requests": FB_CNT_CAP_REQUESTS,
+    "capture_unsure": FB_CNT_CAP_UNSURE,
 }
 
 PINNED_MAPS = ("counters", "config", "bans_v4", "bans_v6", "ranges_v4", "ranges_v6",
-               "allow_v4", "allow_v6", "scope_ports", "sip_ports", "challenges")
+               "allow_v4", "allow_v6", "scope_ports", "sip_ports", "challenged", "open_calls")
 
 
 # ---- structs shared with the kernel: mirror bpf/fastban.h, same names ----
@@ -111,8 +132,17 @@ class FbPeer(ct.Structure):                # struct fb_peer
     _fields_ = [("addr", ct.c_uint8 * 16)]
 
 
-class FbChallenge(ct.Structure):           # struct fb_challenge
-    _fields_ = [("outstanding", ct.c_uint32), ("pad", ct.c_uint32), ("last_ns", ct.c_uint64)]
+class FbPeerState(ct.Structure):           # struct fb_peer_state
+    _fields_ = [("challenged_ns", ct.c_uint64), ("any_call_ns", ct.c_uint64)]
+
+
+class FbCallKey(ct.Structure):             # struct fb_call_key
+    _fields_ = [("addr", ct.c_uint8 * 16), ("call_hash", ct.c_uint64)]
+
+
+class FbScanTable(ct.Structure):           # struct fb_scan_table
+    _fields_ = [("next", ct.c_uint8 * (FB_SCAN_STATES * 256)),
+                ("flags", ct.c_uint8 * FB_SCAN_STATES)]
 
 
 class FbCaptureMeta(ct.Structure):         # struct fb_capture_meta
@@ -124,11 +154,16 @@ class FbCaptureMeta(ct.Structure):         # struct fb_capture_meta
         ("dport", ct.c_uint16),
         ("status", ct.c_uint16),
         ("payload_off", ct.c_uint16),
+        ("payload_len", ct.c_uint32),
         ("cap_len", ct.c_uint32),
+        ("tcp_seq", ct.c_uint32),
         ("family", ct.c_uint8),
         ("protocol", ct.c_uint8),
         ("direction", ct.c_uint8),
-        ("pad", ct.c_uint8),
+        ("kind", ct.c_uint8),
+        ("flags", ct.c_uint8),
+        ("reason", ct.c_uint8),
+        ("pad", ct.c_uint16),
     ]
 
 
@@ -157,17 +192,25 @@ class Ban:
 
 
 @dataclass(slots=True)
-class CapturedResponse:
+class CapturedPacket:
+    """One packet the capture copied: a SIP message (or a TCP segment) and where it went."""
     src: ipaddress.IPv4Address | ipaddress.IPv6Address
     dst: ipaddress.IPv4Address | ipaddress.IPv6Address
     sport: int
     dport: int
     protocol: str           # "udp" | "tcp"
-    status: int
-    payload: bytes          # the SIP message bytes (from "SIP/2.0" to the end of the packet)
+    status: int             # SIP status of a response, else 0
+    payload: bytes          # the TCP/UDP payload as copied (it may stop short of payload_len)
     ktime_ns: int           # kernel monotonic ns when the kernel saw it
     direction: str = "egress"
     packet: bytes = b""     # the whole captured frame (up to 8192 bytes), Ethernet header first
+    kind: str = "response"  # "response" | "request" | "continuation" (a TCP segment)
+    payload_len: int = 0    # payload bytes on the wire (of the whole datagram for a fragment)
+    tcp_seq: int = 0
+    fragment: bool = False  # an IP first fragment: the rest of the datagram is not here
+    tcp_fin: bool = False
+    tcp_rst: bool = False
+    reason: str = ""        # why the kernel copied it (FB_WHY)
 
 
 def monotonic_to_wall(ns: int) -> float:
@@ -334,7 +377,7 @@ class DataPlane:
 
     def __init__(self, iface: str, *, capacity: int = DEFAULT_CAPACITY, sip_ports=(5060,),
                  capture: str = "egress", count_register_404: bool = False,
-                 pin_root: str = DEFAULT_PIN_ROOT):
+                 challenge_grace: float = 32.0, pin_root: str = DEFAULT_PIN_ROOT):
         if capture not in ("egress", "ingress", "both", "none"):
             raise DataPlaneError(f"capture must be egress, ingress, both or none, not {capture!r}")
         if capacity < 1:
@@ -376,16 +419,16 @@ class DataPlane:
                                                   f"({failure}): {log}")
         self._xdp_fn = self._load("xdp_fastban", bcc.BPF.XDP)
         self._tc_fns = {}
-        if capture in ("egress", "both"):
-            self._tc_fns["egress"] = self._load("tc_capture_egress", bcc.BPF.SCHED_CLS)
-        if capture in ("ingress", "both"):
-            self._tc_fns["ingress"] = self._load("tc_capture_ingress", bcc.BPF.SCHED_CLS)
+        if capture != "none":
+            self._write_scan_table()
+            for hook in ("egress", "ingress"):
+                self._tc_fns[hook] = self._load(f"tc_capture_{hook}", bcc.BPF.SCHED_CLS)
 
         self._tables = {name: _Map(name, self.bpf[name.encode()].map_fd)
                         for name in PINNED_MAPS}
         # Maps reused from the pins keep the capacity they were created with.
         self.capacity = self._tables["bans_v4"].max_entries or capacity
-        self._callbacks: list[Callable[[CapturedResponse], None]] = []
+        self._callbacks: list[Callable[[CapturedPacket], None]] = []
         self._callback_error: BaseException | None = None
         self._lost = 0
         self._closed = False
@@ -396,7 +439,21 @@ class DataPlane:
                                                   lost_cb=self._on_lost)
         self.set_sip_ports(sip_ports)
         self._set_config(FB_CFG_COUNT_404, 1 if count_register_404 else 0)
+        self.set_challenge_grace(challenge_grace)
+        for hook, roles in HOOK_ROLES.get(capture, {}).items():
+            self._set_config(FB_CFG_ROLES_EGRESS if hook == "egress" else FB_CFG_ROLES_INGRESS,
+                             roles)
         self._sync_trie_flags()
+
+    def _write_scan_table(self) -> None:
+        """The header scan's automaton (fastban/headerscan.py), before any packet is seen."""
+        table = FbScanTable()
+        ct.memmove(table.next, headerscan.NEXT, len(headerscan.NEXT))
+        ct.memmove(table.flags, headerscan.FLAGS, len(headerscan.FLAGS))
+        fd = self.bpf[b"scan_table"].map_fd
+        if _lib().bpf_update_elem(fd, ct.byref(ct.c_uint32(0)), ct.byref(table), 0) < 0:
+            raise DataPlaneError("cannot write the capture's scan table: "
+                                 f"{os.strerror(ct.get_errno())}")
 
     # ---- loading and attaching ----
 
@@ -518,7 +575,6 @@ class DataPlane:
         self._lost = 0
         self._closed = False
         self.mode = None
-        self._sync_trie_flags()
         return self
 
     @property
@@ -811,28 +867,60 @@ class DataPlane:
         result["capture_lost"] = self._lost
         return result
 
-    def challenges(self) -> dict:
-        """Destinations with a challenge outstanding: {address: (outstanding, last_ns)}."""
+    def set_challenge_grace(self, seconds: float) -> None:
+        """How long after a 401/407 the capture treats the peer as challenged and its Call-ID
+        as open (the rules' challenge_grace)."""
+        self._check_open()
+        self._set_config(FB_CFG_GRACE_MS, max(1, min(int(seconds * 1000), 0xFFFFFFFF)))
+
+    def challenged_peers(self) -> dict:
+        """{peer address: (last challenge ns, last unreadable Call-ID ns)}, 0 = never."""
         self._check_open()
         result = {}
-        for key in self._keys("challenges", FbPeer):
-            value = FbChallenge()
-            if self._lookup("challenges", key, value):
-                address = ipaddress.IPv6Address(bytes(key.addr))
-                address = address.ipv4_mapped or address
-                result[address] = (value.outstanding, value.last_ns)
+        for key in self._keys("challenged", FbPeer):
+            value = FbPeerState()
+            if self._lookup("challenged", key, value):
+                result[_peer_address(key.addr)] = (value.challenged_ns, value.any_call_ns)
         return result
+
+    def open_calls(self) -> dict:
+        """{(peer address, Call-ID hash): ns of the last mark}."""
+        self._check_open()
+        result = {}
+        for key in self._keys("open_calls", FbCallKey):
+            value = ct.c_uint64()
+            if self._lookup("open_calls", key, value):
+                result[_peer_address(key.addr), key.call_hash] = value.value
+        return result
+
+    def mark_challenge(self, peer, call_id: bytes | None, ktime_ns: int) -> None:
+        """Marks peer challenged and its Call-ID open, as the capture does on a 401/407; for
+        challenges user space found where the kernel could not read (a later message of a
+        TCP segment). call_id None marks every Call-ID of the peer open."""
+        self._check_open()
+        key = FbPeer()
+        key.addr[:] = _peer_bytes(peer)
+        state = FbPeerState()
+        self._lookup("challenged", key, state)
+        state.challenged_ns = max(state.challenged_ns, ktime_ns)
+        if call_id is None:
+            state.any_call_ns = max(state.any_call_ns, ktime_ns)
+        else:
+            call = FbCallKey(call_hash=headerscan.call_hash(call_id))
+            call.addr[:] = key.addr
+            self._update("open_calls", call, ct.c_uint64(ktime_ns))
+        self._update("challenged", key, state)
 
     # ---- capture ----
 
-    def on_response(self, callback: Callable[[CapturedResponse], None]) -> None:
-        """Registers a callback for captured responses; poll() delivers them."""
+    def on_capture(self, callback: Callable[[CapturedPacket], None]) -> None:
+        """Registers a callback for captured packets; poll() delivers them."""
         if not self._tc_fns:
             raise DataPlaneError("this DataPlane was made with capture='none'")
         self._callbacks.append(callback)
 
     def poll(self, timeout_ms: int = 100) -> None:
-        """Waits up to timeout_ms for captured responses and hands them to the callbacks."""
+        """Waits up to timeout_ms for captured packets and hands them to the callbacks."""
         self._check_open()
         if not self._tc_fns:
             time.sleep(timeout_ms / 1000)
@@ -857,24 +945,41 @@ class DataPlane:
 
 
 # struct fb_capture_meta, little-endian as the kernel writes it on x86-64 and arm64.
-CAPTURE_META = struct.Struct("<Q16s16sHHHHIBBBB")
+CAPTURE_META = struct.Struct("<Q16s16sHHHHIIIBBBBBBH4x")   # padded to 8 like the C struct
 _PROTOCOLS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
+_KINDS = {FB_KIND_RESPONSE: "response", FB_KIND_REQUEST: "request",
+          FB_KIND_CONTINUATION: "continuation"}
 
 
-def decode_capture(raw: bytes) -> CapturedResponse | None:
-    """One perf record (struct fb_capture_meta + packet bytes) -> CapturedResponse."""
+def decode_capture(raw: bytes) -> CapturedPacket | None:
+    """One perf record (struct fb_capture_meta + packet bytes) -> CapturedPacket."""
     if len(raw) < CAPTURE_META.size:
         return None
-    (ktime_ns, saddr, daddr, sport, dport, status, payload_off, cap_len, family, protocol,
-     direction, _) = CAPTURE_META.unpack_from(raw)
+    (ktime_ns, saddr, daddr, sport, dport, status, payload_off, payload_len, cap_len, tcp_seq,
+     family, protocol, direction, kind, flags, reason, _) = CAPTURE_META.unpack_from(raw)
     packet = raw[CAPTURE_META.size:CAPTURE_META.size + cap_len]
     if family == 4:
         src, dst = _address(_V4_ADDRESSES, saddr[:4]), _address(_V4_ADDRESSES, daddr[:4])
     else:
         src, dst = _address(_V6_ADDRESSES, saddr), _address(_V6_ADDRESSES, daddr)
-    return CapturedResponse(
-        src, dst, sport, dport, _PROTOCOLS.get(protocol, "udp"), status, packet[payload_off:],
-        ktime_ns, "ingress" if direction == FB_DIR_INGRESS else "egress", packet)
+    payload = packet[payload_off:payload_off + payload_len]
+    return CapturedPacket(
+        src, dst, sport, dport, _PROTOCOLS.get(protocol, "udp"), status, payload, ktime_ns,
+        "ingress" if direction == FB_DIR_INGRESS else "egress", packet,
+        _KINDS.get(kind, "response"), payload_len, tcp_seq, bool(flags & FB_META_FRAGMENT),
+        bool(flags & FB_META_TCP_FIN), bool(flags & FB_META_TCP_RST), FB_WHY.get(reason, ""))
+
+
+def _peer_address(addr) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    address = ipaddress.IPv6Address(bytes(addr))
+    return address.ipv4_mapped or address
+
+
+def _peer_bytes(address) -> bytes:
+    address = ipaddress.ip_address(address)
+    if address.version == 4:
+        return b"\0" * 10 + b"\xff\xff" + address.packed
+    return address.packed
 
 
 # The same few addresses (the server's, each attacker's) recur in every capture; building an

@@ -20,7 +20,7 @@ from typing import Callable
 
 from fastban import sip, state
 from fastban.dataplane import BanTableFull
-from fastban.rules import BanDecision, FailureRules
+from fastban.detection import BanHistory, Detector, Verdict
 from fastban.state import BanRecord
 
 log = logging.getLogger("fastban")
@@ -39,9 +39,9 @@ JOURNAL_MIN = 1000
 # Bans lifted per tick at most, so that a wave of expiries never stalls the capture; the
 # kernel already ignores a lapsed ban, so lifting the rest a tick later changes no verdict.
 EXPIRE_BATCH = 10_000
-# Sources whose ban count (for escalation) is remembered; past it the least recently banned
-# is forgotten and would start again at the base bantime.
-BAN_HISTORY_CAP = 1_000_000
+# A tick turns challenges unanswered this long before now into failures: captured packets
+# still in the perf buffer are older than now, and their answers must be read first.
+EXPIRE_LAG = 1.0
 # Captured responses lost (the guard fell behind the perf buffer) are logged at most this often.
 LOSS_REPORT_INTERVAL = 10.0
 FOUND_IN_MAP = "found in the kernel map"
@@ -78,16 +78,14 @@ class Guard:
                  monotonic_ns: Callable[[], int] = time.monotonic_ns):
         self.dataplane = dataplane
         self.wall, self.monotonic_ns = wall, monotonic_ns
-        self.counts = {"responses_parsed": 0, "malformed": 0, "requests_seen": 0,
-                       "bans_total": 0, "unbans_total": 0, "bans_refused": 0}
+        self.counts = {"packets": 0, "bans_total": 0, "unbans_total": 0, "bans_refused": 0,
+                       "challenges_marked": 0}
         self.settings = settings
-        self.rules = FailureRules(settings.rule_settings())
         self.state, warning = state.load(settings.state_file, now=wall())
         if warning:
             log.warning(warning)
-        counts = self.state.ban_counts
-        while len(counts) > BAN_HISTORY_CAP:             # the journal does not record evictions
-            del counts[next(iter(counts))]
+        # The journal does not record evictions from the ban history: BanHistory caps it here.
+        self.detector = Detector(settings, BanHistory(self.state.ban_counts))
         self._dirty, self._saved_at, self._save_gap = False, 0.0, SAVE_INTERVAL
         self._changes: list = []          # journal entries since the last save
         self._peak_bans = len(self.state.bans)   # most bans active since the whole state was written
@@ -102,14 +100,17 @@ class Guard:
 
     # -- settings ---------------------------------------------------------------------------
 
+    @property
+    def rules(self):
+        return self.detector.rules
+
     def reload(self, settings) -> None:
-        """Takes new settings (SIGHUP). Failures counted so far are kept when the rules stay."""
-        rules_changed = settings.rule_settings() != self.settings.rule_settings()
+        """Takes new settings (SIGHUP). Failures counted so far are kept unless the IPv6 ban
+        prefix or a cap changed."""
         self.settings = settings
-        if rules_changed:
-            self.rules = FailureRules(settings.rule_settings())
+        kept = self.detector.reconfigure(settings)
         self._apply_settings()
-        log.info("settings reloaded%s", " (failure counts restarted)" if rules_changed else "")
+        log.info("settings reloaded%s", "" if kept else " (failure counts restarted)")
 
     def _apply_settings(self) -> None:
         s = self.settings
@@ -120,6 +121,7 @@ class Guard:
             self.dataplane.allow(network)
         self.dataplane.set_sip_ports(s.sip_ports)
         self.dataplane.set_scope(s.effective_ban_ports if s.ban_scope == "ports" else None)
+        self.dataplane.set_challenge_grace(s.challenge_grace)
 
     def _reconcile(self) -> None:
         """Makes the kernel map and the saved records agree after a restart or a crash."""
@@ -141,33 +143,37 @@ class Guard:
 
     # -- traffic ----------------------------------------------------------------------------
 
-    def handle_responses(self, captured: list) -> list[BanRecord]:
-        """Parses a batch of captured responses, applies the rules, bans; returns new bans."""
+    def handle_packets(self, captured: list) -> list[BanRecord]:
+        """Runs a batch of captured packets through the detection path, in the order the
+        kernel saw them (the perf buffer has one ring per CPU), and bans; returns new bans."""
         if not captured:
             return []
-        now = self.wall()
-        messages = sip.parse_batch([response.payload for response in captured])
-        new_bans = []
-        for response, message in zip(captured, messages):
-            if message is None:
-                self.counts["malformed"] += 1
-                continue
-            if not message.is_response:
-                self.counts["requests_seen"] += 1
-                continue
-            self.counts["responses_parsed"] += 1
-            decision = self.rules.observe(now, response.dst, message)
-            if decision is not None:
-                record = self.ban_decided(decision)
-                if record:
+        self.counts["packets"] += len(captured)
+        captured.sort(key=_ktime)
+        # The kernel's clock to the wall clock, read once per batch.
+        offset = self.wall() - self.monotonic_ns() / 1e9
+        detector, new_bans = self.detector, []
+        for packet in captured:
+            for verdict in detector.segment(packet.ktime_ns / 1e9 + offset, packet):
+                if (record := self.ban_decided(verdict)):
                     new_bans.append(record)
+        if detector.unread_challenges:
+            self._mark_unread_challenges(offset)
         return new_bans
+
+    def _mark_unread_challenges(self, offset: float) -> None:
+        """Challenges the kernel could not read (later messages of a TCP segment) are marked in
+        its tables, so that the answers to them are copied."""
+        for peer, call_id, at in self.detector.unread_challenges:
+            self.dataplane.mark_challenge(peer, call_id, int((at - offset) * 1e9))
+            self.counts["challenges_marked"] += 1
+        self.detector.unread_challenges.clear()
 
     def tick(self) -> list[BanRecord]:
         """Unanswered challenges become failures, expired bans are lifted, state is saved."""
         now = self.wall()
-        new_bans = [record for decision in self.rules.expire(now)
-                    if (record := self.ban_decided(decision))]
+        new_bans = [record for verdict in self.detector.expire(now - EXPIRE_LAG)
+                    if (record := self.ban_decided(verdict))]
         expired = 0
         while self._expiries and self._expiries[0][0] <= now and expired < EXPIRE_BATCH:
             expires_at, _, target = heapq.heappop(self._expiries)
@@ -196,11 +202,14 @@ class Guard:
 
     # -- bans -------------------------------------------------------------------------------
 
-    def ban_decided(self, decision: BanDecision) -> BanRecord | None:
-        target = decision.network
-        previous = self.state.ban_counts.get(target, 0)
-        duration = self.settings.bantime_for(previous)
-        return self._ban(target, duration, decision.reason, decision.failures)
+    def ban_decided(self, verdict: Verdict) -> BanRecord | None:
+        """Enforces a ban the detection path decided (its duration included)."""
+        decision = verdict.decision
+        record = self._ban(decision.network, verdict.bantime, decision.reason,
+                           decision.failures)
+        if record is None:
+            self.detector.lifted(decision.network)
+        return record
 
     def ban(self, target, duration: float | None = None, reason: str = "banned by hand") \
             -> BanRecord:
@@ -217,6 +226,8 @@ class Guard:
         record = self._ban(network, duration, reason, 0)
         if record is None:
             raise GuardError(f"the kernel ban table is full; {network} is not banned")
+        self.detector.ban_by_hand(network)
+        self._changes[-1] = state.ban_change(record, self.detector.history.count(network))
         return record
 
     def _ban(self, target, duration: float, reason: str, failures: int) -> BanRecord | None:
@@ -227,11 +238,7 @@ class Guard:
         self.state.bans[target] = record
         self._peak_bans = max(self._peak_bans, len(self.state.bans))
         self._schedule(record)
-        counts = self.state.ban_counts
-        counts[target] = counts.pop(target, 0) + 1        # most recently banned last
-        if len(counts) > BAN_HISTORY_CAP:
-            del counts[next(iter(counts))]
-        self._changes.append(state.ban_change(record, counts[target]))
+        self._changes.append(state.ban_change(record, self.detector.history.count(target)))
         self.counts["bans_total"] += 1
         self._dirty = True
         log.info("ban %s for %s: %s", target, _duration(record), reason)
@@ -257,7 +264,7 @@ class Guard:
         known = self.state.bans.pop(network, None) is not None
         removed = self.dataplane.unban(network) or known
         if removed:
-            self.rules.forget(network.network_address)
+            self.detector.lifted(network)
             self.counts["unbans_total"] += 1
             self._changes.append(state.unban_change(network))
             self._dirty = True
@@ -304,16 +311,27 @@ class Guard:
 
     def stats(self) -> dict:
         counters = self.dataplane.counters()
+        rules, reader = self.rules.stats, self.detector.reader.stats
         return {
             "packets_seen": counters.get("seen", 0),
             "packets_passed": counters.get("passed", 0),
             "packets_dropped": counters.get("dropped", 0),
-            "responses_captured": counters.get("captured", 0),
+            "packets_captured": counters.get("captured", 0),
+            "requests_captured": counters.get("capture_requests", 0),
+            "captured_unsure": counters.get("capture_unsure", 0),
             "events_lost": counters.get("capture_lost", 0),
-            "responses_parsed": self.counts["responses_parsed"],
-            "malformed_skipped": self.counts["malformed"],
-            "failures_counted": sum(v for k, v in self.rules.stats.items()
-                                    if k.startswith("failures_")),
+            "sip_messages": reader["messages"],
+            "responses_parsed": rules["responses_seen"],
+            "requests_parsed": rules["requests_seen"],
+            "malformed_skipped": reader["malformed"],
+            "fragments": reader["fragments"],
+            "truncated": reader["truncated"],
+            "truncated_unusable": reader["truncated_unusable"],
+            "failures_counted": rules["failures"],
+            "failures_proven": rules["failures_proven"],
+            "unproven_of_trusted": rules["unproven_of_trusted"],
+            "logins": rules["logins"],
+            "trusted_sources": self.rules.trusted_sources,
             "challenges_open": self.rules.open_challenges,
             "bans_active": len(self.state.bans),
             "bans_total": self.counts["bans_total"],
@@ -321,6 +339,10 @@ class Guard:
             "unbans_total": self.counts["unbans_total"],
             "parser": sip.IMPLEMENTATION,
         }
+
+
+def _ktime(packet) -> int:
+    return packet.ktime_ns
 
 
 def kernel_bans(dataplane) -> dict:

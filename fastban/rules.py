@@ -1,60 +1,71 @@
-"""Failure rules: which SIP responses are failed logins, and when a source is banned.
+"""Failure rules: which SIP exchanges are failed logins, and when a source is banned.
 
-Pure logic: time is passed in, nothing is read or written.  The rules see the
-responses the *server* sends (status, Call-ID, top Via branch, ...) together
-with the address the server sent them to.
+Pure logic: time is passed in, nothing is read or written. The rules see the SIP messages of
+the server's side of the wire: its responses (with the address it sent them to) and the
+requests that carry credentials (with the address they came from). That address is the
+*peer*.
 
 Who is the offender
-    The destination address of the response: the server chose it, so it is
-    where the request really came from.  The top Via's ``received=`` is only
-    a cross-check (``stats["via_received_mismatch"]``); the Via sent-by host
-    is never trusted.
+    The peer: a response goes where the server chose to send it, a request's source is where
+    the server will answer. The top Via's ``received=`` is only a cross-check
+    (``stats["via_received_mismatch"]``); the Via sent-by host is never trusted.
 
 What is a failure
-    * 403 Forbidden: a failure.
-    * 401 / 407 (a challenge): every legitimate REGISTER and INVITE gets one,
-      so a challenge alone is *not* a failure.  It becomes one when
-        - the same Call-ID (for the same peer) is challenged or rejected again
-          in a NEW transaction (a new top-Via branch: the credentials sent
-          were wrong).  Attack tools reuse the Call-ID and even the CSeq, so
-          the CSeq is not looked at; or
-        - nothing else is answered on that Call-ID within ``challenge_grace``
-          seconds (default 32 s, SIP's timer B): scanners that never answer
-          the challenge.  ``expire(now)`` turns these into failures.
-      A 401 then a 403 in the next transaction counts once (the 403); a 401
-      then a 401 counts once (the repeated challenge).  Either way: one
-      failure per wrong guess.
-    * 404 to a REGISTER (user enumeration): a failure when
-      ``count_register_404`` is set.
-    * A retransmitted final response (same Call-ID, same branch, same status)
-      is not counted again.
-    * Any other final answer on that Call-ID (2xx, 3xx, other 4xx, 5xx, 6xx)
-      clears the open challenge.  1xx provisionals are ignored.
+    * 401 / 407 (a challenge): every honest REGISTER and INVITE gets one, so a challenge alone
+      is not a failure. The nonce it carries is remembered as issued to the peer.
+    * 403 Forbidden, and 404 to a REGISTER when ``count_register_404`` is set.
+    A failure is one of two classes:
+
+    **Proven**: a 401/407/403 that answers a request whose credentials carry a nonce the
+    server issued to that same address (matched by Call-ID and top-Via branch). Only a host
+    that receives the server's answers at the address can hold such a nonce, so a forged UDP
+    source cannot produce one. Proven failures count for every address.
+    Kinds: ``bad credentials 401`` / ``407`` / ``403``.
+
+    **Unproven**: anything a forger could make the server say to someone else's address:
+        - a challenge repeated on the same Call-ID in a NEW transaction (a new top-Via branch)
+          while one is open, to a request without such credentials (``repeated 401/407``;
+          attack tools reuse the Call-ID and even the CSeq, so the CSeq is not looked at);
+        - a challenge nothing else answers on its Call-ID within ``challenge_grace`` seconds
+          (``unanswered 401/407``: scanners that never answer; ``expire(now)``);
+        - a 403 to a request without such credentials (``403``), a 404 to REGISTER.
+    Unproven failures count only for sources that are not trusted.
+
+    A challenge marked ``stale=true`` rejected an expired nonce, not a password: no failure.
+    A retransmitted response (same Call-ID, branch and status as the last one) is not counted
+    again. Any other final answer closes the Call-ID's open challenge; 1xx are ignored.
+
+Trust
+    A source is trusted for ``trust_time`` seconds after a 2xx answered a request whose
+    credentials carried a nonce issued to its address: it has logged in. Forged packets can
+    neither make an address trusted (they cannot hold its nonces) nor take its trust away
+    (nothing but time ends it). An office behind one NAT address is trusted as soon as one
+    phone logs in; a phone of it guessing a password is still banned after ``maxretry``
+    proven failures. On becoming trusted, a source's unproven failures are dropped.
+
+What the kernel must show (fastban/headerscan.py, bpf/tc_capture.c)
+    The rules read a final answer other than 401/403/407/404 only on a Call-ID with a
+    challenge open or a request with credentials waiting; and a request with credentials only
+    from an address challenged within ``challenge_grace``. Those are exactly what the capture
+    copies (it copies more, which the rules ignore), so the live guard and a replay of every
+    packet decide the same.
 
 When is a source banned
-    ``maxretry`` failures within ``findtime`` seconds (sliding window) from
-    one source.  With ``ipv6_ban_prefix`` < 128, IPv6 sources are counted and
-    banned per prefix (e.g. the whole /64).  After a ban decision the
-    source's failure history is reset and its still-open challenges are
-    dropped (the controller bans it; its later responses are not seen).
-    Whitelisted addresses/networks are never counted nor banned.
+    ``maxretry`` counted failures within ``findtime`` seconds (sliding window) from one
+    source. With ``ipv6_ban_prefix`` < 128, IPv6 sources are counted, trusted and banned per
+    prefix (e.g. the whole /64). After a ban decision the source's history is reset and its
+    still-open challenges are dropped. Whitelisted addresses/networks are never counted.
 
 Bounded state (caps)
-    * ``max_sources`` (default 100 000) sources with a failure history.  At
-      the cap the source whose last failure is the oldest is evicted (its
-      history is forgotten) and ``stats["sources_evicted"]`` is incremented.
-    * ``max_open_challenges`` (default 200 000) Call-ID records (open
-      challenges, plus recently closed 403/404 transactions kept for the
-      grace period so that their retransmissions are not counted twice).
-      At the cap the oldest record is evicted and
-      ``stats["challenges_evicted"]`` is incremented; an evicted record that
-      was an open challenge counts as an unanswered challenge (a failure for
-      its peer) right away, so flooding the table cannot hide a scanner (a ban
-      decided that way is returned by the next ``expire()``).
-    * A source's history never holds more than ``maxretry`` failures (it is
-      banned and reset at ``maxretry``); the ban-reset markers are bounded
-      by ``max_sources`` too.
-    Memory is therefore O(max_sources * maxretry + max_open_challenges).
+    * ``max_sources`` sources with a failure history (at the cap the one whose last failure
+      is the oldest is forgotten, ``stats["sources_evicted"]``); as many trusted sources, and
+      as many challenged addresses remembered for the request window.
+    * ``max_open_challenges`` Call-ID records (open challenges, and closed 403/404
+      transactions kept for the grace so that their retransmissions count once); at the cap
+      the oldest is dropped (``stats["challenges_evicted"]``) and an open challenge among them
+      counts as unanswered right away, so a flood of Call-IDs cannot hide a scanner. As many
+      waiting requests, and as many remembered nonces (each for ``NONCE_MEMORY`` seconds).
+    * A source's history never holds more than ``maxretry`` failures.
 """
 
 from __future__ import annotations
@@ -69,26 +80,41 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # failure kinds (used in the reason text)
+KIND_BAD_401 = "bad credentials 401"
+KIND_BAD_407 = "bad credentials 407"
+KIND_BAD_403 = "bad credentials 403"
 KIND_403 = "403"
 KIND_REPEATED_401 = "repeated 401"
 KIND_REPEATED_407 = "repeated 407"
 KIND_UNANSWERED_401 = "unanswered 401"
 KIND_UNANSWERED_407 = "unanswered 407"
 KIND_REGISTER_404 = "404 to REGISTER"
+PROVEN_KINDS = frozenset({KIND_BAD_401, KIND_BAD_407, KIND_BAD_403})
+
+# A nonce counts as issued to an address this long after the server sent it (longer than the
+# nonce lifetimes of Kamailio, Asterisk and FreeSWITCH).
+NONCE_MEMORY = 3600.0
 
 STAT_KEYS = (
     "responses_seen",       # final and provisional responses given to observe()
-    "requests_ignored",     # requests given to observe() (ignored)
+    "requests_seen",        # requests given to observe()
+    "requests_ignored",     # requests without credentials, or from an unchallenged address
+    "credentials_waiting",  # requests with credentials kept until their answer
+    "credentials_proven",   # ... whose nonce the server had issued to that address
     "provisional_ignored",  # 1xx responses
-    "whitelisted_skipped",  # responses to whitelisted peers
+    "whitelisted_skipped",  # messages of whitelisted peers
     "challenges",           # 401/407 seen (retransmissions included)
+    "stale_challenges",     # 401/407 with stale=true: an expired nonce (no failure)
     "retransmissions",      # final responses recognised as retransmissions
     "cleared",              # open challenges closed by a non-failure answer
+    "logins",               # 2xx to proven credentials: the source is trusted
     "failures",             # failures counted (all kinds)
+    "failures_proven",
     "failures_403",
     "failures_repeated_challenge",
     "failures_unanswered_challenge",
     "failures_register_404",
+    "unproven_of_trusted",  # unproven failures of a trusted source (not counted)
     "bans",                 # ban decisions returned
     "sources_evicted",      # source histories dropped at the max_sources cap
     "challenges_evicted",   # Call-ID records dropped at the max_open_challenges cap
@@ -102,8 +128,8 @@ class RuleSettings:
 
     maxretry: int = 10
     findtime: float = 1800.0
-    bantime: float = 43200.0  # carried into BanDecision; applied by the controller
     challenge_grace: float = 32.0
+    trust_time: float = 3600.0
     count_register_404: bool = False
     whitelist: tuple[IPNetwork, ...] = ()
     ipv6_ban_prefix: int = 128
@@ -117,24 +143,38 @@ class RuleSettings:
             raise ValueError("maxretry must be >= 1")
         if self.findtime <= 0 or self.challenge_grace <= 0:
             raise ValueError("findtime and challenge_grace must be > 0")
+        if self.trust_time < 0:
+            raise ValueError("trust_time must be >= 0")
         if self.max_sources < 1 or self.max_open_challenges < 1:
             raise ValueError("caps must be >= 1")
         if not 1 <= self.ipv6_ban_prefix <= 128:
             raise ValueError("ipv6_ban_prefix must be in 1..128")
+
+    @property
+    def structure(self) -> tuple:
+        """The settings the rules' state is keyed or sized by: changing one needs new rules."""
+        return self.ipv6_ban_prefix, self.max_sources, self.max_open_challenges
 
 
 @dataclass(frozen=True)
 class BanDecision:
     """'Ban this source': what the controller needs to act."""
 
-    address: IPAddress          # the peer whose response completed the count
+    address: IPAddress          # the peer whose message completed the count
     network: IPNetwork          # what to ban: /32, /128, or the IPv6 prefix
     failures: int
+    proven: int                 # of them proven (the rest unproven)
     first_failure_at: float
     decided_at: float
-    bantime: float
-    reason: str                 # e.g. "10 failures in 412 s: 7×403, 3×repeated 401"
+    reason: str                 # e.g. "5 failures in 2 s: 5 proven (5×bad credentials 401)"
     kinds: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def failure_class(self) -> str:
+        """'proven', 'unproven' or 'mixed'."""
+        if self.proven == self.failures:
+            return "proven"
+        return "unproven" if self.proven == 0 else "mixed"
 
 
 class _Call:
@@ -152,11 +192,19 @@ class _Call:
         self.seq = seq
 
 
-def _reason(failures: list[tuple[float, str]], now: float) -> tuple[str, dict]:
+def _reason(failures: list[tuple[float, str]], now: float) -> tuple[str, dict, int]:
     kinds = Counter(kind for _, kind in failures)
     first = min(t for t, _ in failures)
-    parts = ", ".join(f"{n}×{kind}" for kind, n in kinds.most_common())
-    return f"{len(failures)} failures in {now - first:.0f} s: {parts}", dict(kinds)
+    parts = []
+    for label, proven in (("proven", True), ("unproven", False)):
+        these = [(kind, n) for kind, n in kinds.most_common() if (kind in PROVEN_KINDS) == proven]
+        if these:
+            total = sum(n for _, n in these)
+            parts.append(f"{total} {label} (" + ", ".join(f"{n}×{kind}" for kind, n in these)
+                         + ")")
+    proven_count = sum(n for kind, n in kinds.items() if kind in PROVEN_KINDS)
+    return (f"{len(failures)} failures in {now - first:.0f} s: " + ", ".join(parts),
+            dict(kinds), proven_count)
 
 
 V6_KEY = 1 << 128
@@ -171,17 +219,44 @@ def _received_address(received: bytes) -> IPAddress | None:
         return None
 
 
+def _bounded_set(table: OrderedDict, key, value, cap: int) -> None:
+    """table[key] = value as the newest entry, dropping the oldest past cap."""
+    table[key] = value
+    table.move_to_end(key)
+    if len(table) > cap:
+        table.popitem(last=False)
+
+
 class FailureRules:
     """Counts failed logins per source and decides bans.
 
-    ``observe(now, peer, message)`` for every SIP response the server sends
-    (``peer`` = its destination address), ``expire(now)`` periodically (and
-    at the end of a capture).  Both return ban decisions.
+    ``observe(now, peer, message)`` for every SIP message of the server's side (``peer`` = the
+    destination of a response, the source of a request), ``expire(now)`` periodically (and at
+    the end of a capture). Both return ban decisions.
     """
 
     def __init__(self, settings: RuleSettings | None = None):
-        self.settings = settings or RuleSettings()
-        s = self.settings
+        self._calls: OrderedDict[tuple, _Call] = OrderedDict()    # (peer key, Call-ID), oldest first
+        self._waiting: OrderedDict[tuple, tuple] = OrderedDict()  # (peer key, Call-ID, branch) -> (at, proven)
+        self._challenged: OrderedDict[int, float] = OrderedDict() # peer key -> last 401/407
+        self._nonces: OrderedDict[tuple, float] = OrderedDict()   # (peer key, nonce) -> issued at
+        self._trusted: OrderedDict[int, float] = OrderedDict()    # source key -> trusted until
+        self._sources: OrderedDict[int, list] = OrderedDict()     # source key -> [(time, kind)]
+        # source key -> record sequence number at its last ban / forget(): Call-ID records of
+        # that source numbered up to it are stale
+        self._reset_at: OrderedDict[int, int] = OrderedDict()
+        self._seq = 0
+        self._open = 0       # open challenges among _calls
+        self._pending = []   # ban decisions caused by evictions, returned by expire()
+        self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
+        self.reconfigure(settings or RuleSettings())
+
+    def reconfigure(self, settings: RuleSettings) -> None:
+        """Takes new settings, keeping the counts (the structure settings must not change)."""
+        if getattr(self, "settings", None) is not None and \
+                settings.structure != self.settings.structure:
+            raise ValueError("ipv6_ban_prefix and the caps need new rules")
+        self.settings = s = settings
         self._maxretry = s.maxretry
         self._findtime = s.findtime
         self._grace = s.challenge_grace
@@ -192,17 +267,7 @@ class FailureRules:
         self._wl6 = tuple((int(n.network_address), int(n.netmask))
                           for n in s.whitelist if n.version == 6)
         self._v6prefix = s.ipv6_ban_prefix
-        # (peer key, call_id) -> _Call, oldest first (ordered by .at)
-        self._calls: OrderedDict[tuple, _Call] = OrderedDict()
-        # source key -> list of (time, kind), least recently failed first
-        self._sources: OrderedDict[object, list] = OrderedDict()
-        # source key -> record sequence number at its last ban / forget():
-        # Call-ID records of that source numbered up to it are stale
-        self._reset_at: OrderedDict[object, int] = OrderedDict()
-        self._seq = 0
-        self._open = 0       # open challenges among _calls
-        self._pending = []   # ban decisions caused by evictions, returned by expire()
-        self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
+        self._history_cap = s.max_sources
 
     # -- helpers -----------------------------------------------------------
 
@@ -243,11 +308,7 @@ class FailureRules:
         return _Call(peer, source, branch, status, now, open_, self._seq)
 
     def _mark_reset(self, key) -> None:
-        reset = self._reset_at
-        reset[key] = self._seq
-        reset.move_to_end(key)
-        if len(reset) > self.settings.max_sources:
-            reset.popitem(last=False)
+        _bounded_set(self._reset_at, key, self._seq, self.settings.max_sources)
 
     def _store_call(self, key, call: _Call) -> None:
         calls = self._calls
@@ -276,17 +337,38 @@ class FailureRules:
             self._open -= 1
         return call
 
+    def trusted_until(self, source: int, now: float) -> float | None:
+        """Until when a source key is trusted, or None."""
+        until = self._trusted.get(source)
+        return until if until is not None and until > now else None
+
+    def _trust(self, source: int, now: float) -> None:
+        self.stats["logins"] += 1
+        if self.settings.trust_time <= 0:
+            return
+        _bounded_set(self._trusted, source, now + self.settings.trust_time,
+                     self.settings.max_sources)
+        history = self._sources.get(source)
+        if history:
+            history[:] = [f for f in history if f[1] in PROVEN_KINDS]
+            if not history:
+                del self._sources[source]
+
     def _fail(self, now: float, peer, key: int, kind: str, stat: str) -> BanDecision | None:
         stats = self.stats
+        proven = kind in PROVEN_KINDS
+        if not proven and self.trusted_until(key, now) is not None:
+            stats["unproven_of_trusted"] += 1
+            return None
         stats["failures"] += 1
         stats[stat] += 1
         sources = self._sources
         history = sources.get(key)
         if history is None:
             history = sources[key] = []
-            if len(sources) > self.settings.max_sources:
+            if len(sources) > self._history_cap:
                 sources.popitem(last=False)
-                self.stats["sources_evicted"] += 1
+                stats["sources_evicted"] += 1
         else:
             sources.move_to_end(key)
         history.append((now, kind))
@@ -298,15 +380,15 @@ class FailureRules:
         # ban: reset the history; drop the source's open challenges lazily
         del sources[key]
         self._mark_reset(key)
-        self.stats["bans"] += 1
-        reason, kinds = _reason(history, now)
+        stats["bans"] += 1
+        reason, kinds, proven_count = _reason(history, now)
         return BanDecision(
             address=peer,
             network=self._network(key),
             failures=len(history),
+            proven=proven_count,
             first_failure_at=min(t for t, _ in history),
             decided_at=now,
-            bantime=self.settings.bantime,
             reason=reason,
             kinds=kinds,
         )
@@ -314,11 +396,11 @@ class FailureRules:
     # -- API -----------------------------------------------------------------
 
     def observe(self, now: float, peer: IPAddress, message) -> BanDecision | None:
-        """One SIP message the server sent to ``peer`` at time ``now``."""
-        stats = self.stats
+        """One SIP message of the server's side at time ``now``; ``peer`` is the destination
+        of a response, the source of a request."""
         if not message.is_response:
-            stats["requests_ignored"] += 1
-            return None
+            return self._request(now, peer, message)
+        stats = self.stats
         stats["responses_seen"] += 1
         status = message.status
         if status < 200:
@@ -332,9 +414,14 @@ class FailureRules:
             stats["via_received_mismatch"] += 1
 
         value, version = int(peer), peer.version
+        peer_key = value if version == 4 else value | V6_KEY
         source = value if version == 4 else self._key(value, version)
-        key = (value if version == 4 else value | V6_KEY, message.call_id)
-        branch = message.via_branch
+        call_id, branch = message.call_id, message.via_branch
+        key = (peer_key, call_id)
+        challenge = status == 401 or status == 407
+        if challenge:
+            stats["challenges"] += 1
+            _bounded_set(self._challenged, peer_key, now, self.settings.max_sources)
         calls = self._calls
         call = calls.get(key)
         if call is not None and call.branch == branch and call.status == status:
@@ -343,34 +430,81 @@ class FailureRules:
         if call is not None and call.open and self._stale(call):
             call = None  # challenge from before the source was banned / forgotten
         was_open = call is not None and call.open
+        waiting = self._waiting.pop((peer_key, call_id, branch), None) if self._waiting else None
+        proven = waiting is not None and waiting[1] and now - waiting[0] <= self._grace
 
-        if status == 401 or status == 407:
-            stats["challenges"] += 1
+        if challenge:
+            for nonce in message.challenge_nonces:
+                _bounded_set(self._nonces, (peer_key, nonce), now,
+                             self.settings.max_open_challenges)
             self._store_call(key, self._new_call(peer, source, branch, status, now, True))
-            if not was_open:
+            if message.stale:               # an expired nonce: no password was checked
+                stats["stale_challenges"] += 1
                 return None
-            kind = KIND_REPEATED_407 if status == 407 else KIND_REPEATED_401
-            decision = self._fail(now, peer, source, kind, "failures_repeated_challenge")
+            if proven:
+                kind, stat = (KIND_BAD_407 if status == 407 else KIND_BAD_401), "failures_proven"
+            elif was_open:
+                kind = KIND_REPEATED_407 if status == 407 else KIND_REPEATED_401
+                stat = "failures_repeated_challenge"
+            else:
+                return None
+            decision = self._fail(now, peer, source, kind, stat)
             if decision is not None:
                 self._drop_call(key)
             return decision
 
         if status == 403:
             self._store_call(key, self._new_call(peer, source, branch, status, now, False))
+            if proven:
+                return self._fail(now, peer, source, KIND_BAD_403, "failures_proven")
             return self._fail(now, peer, source, KIND_403, "failures_403")
 
         if status == 404 and self._count_404 and message.cseq_method == b"REGISTER":
             self._store_call(key, self._new_call(peer, source, branch, status, now, False))
             return self._fail(now, peer, source, KIND_REGISTER_404, "failures_register_404")
 
-        # any other final answer closes the Call-ID
-        if self._drop_call(key) is not None and was_open:
+        # any other final answer: a login when it accepts proven credentials, and it closes
+        # the Call-ID's open challenge (closed 403/404 records stay for their retransmissions)
+        if proven and 200 <= status < 300:
+            self._trust(source, now)
+        if was_open:
+            self._drop_call(key)
             stats["cleared"] += 1
         return None
 
+    def _request(self, now: float, peer: IPAddress, message) -> None:
+        stats = self.stats
+        stats["requests_seen"] += 1
+        nonces = message.credential_nonces
+        if not nonces:
+            stats["requests_ignored"] += 1
+            return None
+        value, version = int(peer), peer.version
+        peer_key = value if version == 4 else value | V6_KEY
+        challenged_at = self._challenged.get(peer_key)
+        if challenged_at is None or now - challenged_at > self._grace:
+            stats["requests_ignored"] += 1       # the capture does not copy these
+            return None
+        if (self._wl4 or self._wl6) and self.is_whitelisted(peer):
+            stats["whitelisted_skipped"] += 1
+            return None
+        issued = self._nonces
+        proven = False
+        for nonce in nonces:
+            at = issued.get((peer_key, nonce))
+            if at is not None and now - at <= NONCE_MEMORY:
+                proven = True
+                break
+        stats["credentials_waiting"] += 1
+        if proven:
+            stats["credentials_proven"] += 1
+        _bounded_set(self._waiting, (peer_key, message.call_id, message.via_branch),
+                     (now, proven), self.settings.max_open_challenges)
+        return None
+
     def expire(self, now: float) -> list[BanDecision]:
-        """Unanswered challenges older than the grace become failures;
-        closed records older than the grace are dropped."""
+        """Unanswered challenges older than the grace become failures; closed records,
+        waiting requests and remembered nonces past their time are dropped."""
         decisions, self._pending = self._pending, []
         calls = self._calls
         limit = now - self._grace
@@ -385,6 +519,19 @@ class FailureRules:
                                       kind, "failures_unanswered_challenge")
                 if decision is not None:
                     decisions.append(decision)
+        for table, horizon in ((self._waiting, limit), (self._challenged, limit),
+                               (self._nonces, now - NONCE_MEMORY)):
+            while table:
+                key, value = next(iter(table.items()))
+                if (value[0] if isinstance(value, tuple) else value) > horizon:
+                    break
+                del table[key]
+        trusted = self._trusted
+        while trusted:
+            key, until = next(iter(trusted.items()))
+            if until > now:
+                break
+            del trusted[key]
         return decisions
 
     def next_expiry(self) -> float | None:
@@ -406,6 +553,21 @@ class FailureRules:
         """Failures currently counted against an address (or its prefix)."""
         return len(self._sources.get(self.source_key(ipaddress.ip_address(address)), ()))
 
+    def is_trusted(self, address, now: float) -> bool:
+        return self.trusted_until(self.source_key(ipaddress.ip_address(address)), now) is not None
+
+    def trusted(self, now: float) -> dict[IPNetwork, float]:
+        """The trusted sources as networks, with the time their trust ends."""
+        return {self._network(key): until for key, until in self._trusted.items()
+                if until > now}
+
+    def restore_trust(self, network: IPNetwork, until: float, now: float) -> None:
+        """Trust saved before a restart (the guard's state file)."""
+        if until > now:
+            key = self._key(int(network.network_address), network.version)
+            if until > self._trusted.get(key, 0.0):
+                _bounded_set(self._trusted, key, until, self.settings.max_sources)
+
     @property
     def open_challenges(self) -> int:
         return self._open
@@ -417,6 +579,10 @@ class FailureRules:
     @property
     def tracked_sources(self) -> int:
         return len(self._sources)
+
+    @property
+    def trusted_sources(self) -> int:
+        return len(self._trusted)
 
 
 def whitelist_networks(items: Iterable[str]) -> tuple[IPNetwork, ...]:

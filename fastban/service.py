@@ -1,7 +1,7 @@
 """`fastban run`: the guard as a long-running service on one interface.
 
-One thread waits on the capture (perf buffer) and hands each batch of responses to the guard
-straight away, so a ban reaches the kernel map as soon as the response that crossed the
+One thread waits on the capture (perf buffer) and hands each batch of captured packets to the
+guard straight away, so a ban reaches the kernel map as soon as the response that crossed the
 threshold is read. The control socket is served from a second thread; both take one lock.
 
 SIGTERM and SIGINT stop the service; the programs stay attached and the bans stay enforced
@@ -49,12 +49,13 @@ class Service:
         self.dataplane = DataPlane(iface, capacity=settings.map_capacity,
                                    sip_ports=settings.sip_ports,
                                    capture=settings.capture_direction,
-                                   count_register_404=settings.count_register_404)
+                                   count_register_404=settings.count_register_404,
+                                   challenge_grace=settings.challenge_grace)
         self.mode = self.dataplane.attach(settings.xdp_mode)
         self.guard = Guard(settings, self.dataplane)
         self.lock = threading.Lock()
         self.pending: list = []
-        self.dataplane.on_response(self.pending.append)
+        self.dataplane.on_capture(self.pending.append)
         self.server = control.Server(settings.control_socket, self.answer, self.lock)
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -93,7 +94,7 @@ class Service:
                 self.dataplane.poll(POLL_MS)
                 with self.lock:
                     if self.pending:             # filled by poll(), on this thread
-                        self.guard.handle_responses(self.pending)
+                        self.guard.handle_packets(self.pending)
                         self.pending.clear()
                     if time.monotonic() >= next_tick:
                         self.guard.tick()

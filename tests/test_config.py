@@ -47,10 +47,11 @@ def test_rule_settings():
     s = load_settings(overrides={"maxretry": "4", "findtime": "60", "whitelist": "10.0.0.1",
                                  "never_block": "fd00::/8", "ipv6_ban_prefix": 64,
                                  "challenge_grace": 5, "count_register_404": "yes",
-                                 "max_sources": 7, "max_open_challenges": 9})
+                                 "max_sources": 7, "max_open_challenges": 9,
+                                 "trust_time": "600"})
     r = s.rule_settings()
     assert isinstance(r, RuleSettings)
-    assert (r.maxretry, r.findtime, r.bantime, r.challenge_grace) == (4, 60, 43200, 5)
+    assert (r.maxretry, r.findtime, r.challenge_grace, r.trust_time) == (4, 60, 5, 600)
     assert r.whitelist == (net("10.0.0.1/32"), net("fd00::/8"))
     assert r.count_register_404 and r.ipv6_ban_prefix == 64
     assert (r.max_sources, r.max_open_challenges) == (7, 9)
@@ -99,6 +100,7 @@ def test_ban_ports(tmp_path):
     ("ipv6_ban_prefix", 0, "ipv6_ban_prefix: must be a whole number ≥ 1 and ≤ 128"),
     ("challenge_grace", 0, "challenge_grace: must be a number > 0, got 0"),
     ("challenge_grace", "nan", "challenge_grace: must be a number > 0"),
+    ("trust_time", -1, "trust_time: must be a number ≥ 0, got -1"),
     ("count_register_404", 2, "count_register_404: must be true or false, got 2"),
     ("max_sources", 0, "max_sources: must be a whole number ≥ 1"),
     ("max_open_challenges", "lots", "max_open_challenges: must be a whole number ≥ 1"),

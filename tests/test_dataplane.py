@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from fastban import dataplane, netns
+from fastban import dataplane, headerscan, netns
 from fastban.dataplane import (BanTableFull, DataPlane, DataPlaneError, FbAddr6, FbBanValue,
-                               FbCaptureMeta, FbChallenge, FbLpm4, FbLpm6, FbPeer)
+                               FbCallKey, FbCaptureMeta, FbLpm4, FbLpm6, FbPeer, FbPeerState,
+                               FbScanTable)
 
 ROOT = Path(__file__).resolve().parent.parent
 IP = ipaddress.ip_address
@@ -144,29 +145,36 @@ def test_structs_match_the_compiled_layout(rig):
     bpf = rig.dp.bpf
     pairs = [(bpf[b"bans_v4"].Leaf, FbBanValue), (bpf[b"bans_v6"].Key, FbAddr6),
              (bpf[b"ranges_v4"].Key, FbLpm4), (bpf[b"ranges_v6"].Key, FbLpm6),
-             (bpf[b"ranges_v6"].Leaf, FbBanValue), (bpf[b"challenges"].Key, FbPeer),
-             (bpf[b"challenges"].Leaf, FbChallenge), (bpf[b"meta_layout"].Leaf, FbCaptureMeta)]
+             (bpf[b"ranges_v6"].Leaf, FbBanValue), (bpf[b"challenged"].Key, FbPeer),
+             (bpf[b"challenged"].Leaf, FbPeerState), (bpf[b"open_calls"].Key, FbCallKey),
+             (bpf[b"scan_table"].Leaf, FbScanTable), (bpf[b"meta_layout"].Leaf, FbCaptureMeta)]
     for compiled, mirror in pairs:
         assert ct.sizeof(compiled) == ct.sizeof(mirror), mirror.__name__
-    compiled = bpf[b"meta_layout"].Leaf
-    for name, _ in FbCaptureMeta._fields_:
-        assert getattr(compiled, name).offset == getattr(FbCaptureMeta, name).offset, name
-    assert ct.sizeof(FbCaptureMeta) == 56 == dataplane.CAPTURE_META.size
+    for table, mirror in ((bpf[b"meta_layout"].Leaf, FbCaptureMeta),
+                          (bpf[b"open_calls"].Key, FbCallKey),
+                          (bpf[b"challenged"].Leaf, FbPeerState)):
+        for name, _ in mirror._fields_:
+            assert getattr(table, name).offset == getattr(mirror, name).offset, name
+    assert ct.sizeof(FbCaptureMeta) == 72 == dataplane.CAPTURE_META.size
     assert bpf[b"bans_v4"].Key is ct.c_uint or ct.sizeof(bpf[b"bans_v4"].Key) == 4
 
 
 def test_decode_capture_reads_the_struct_as_ctypes_lays_it_out():
     meta = FbCaptureMeta(ktime_ns=123456789, sport=5060, dport=40000, status=403,
-                         payload_off=42, cap_len=47, family=4, protocol=17, direction=1)
+                         payload_off=42, payload_len=1400, cap_len=47, tcp_seq=77, family=4,
+                         protocol=6, direction=1, kind=1, flags=1 | 2, reason=1)
     meta.saddr[:4] = IP("192.0.2.1").packed
     meta.daddr[:4] = IP("203.0.113.9").packed
     packet = bytes(42) + b"SIP/2"
     response = dataplane.decode_capture(bytes(meta) + packet + b"trailing")
     assert (response.src, response.dst, response.sport, response.dport, response.status,
-            response.protocol, response.direction, response.ktime_ns) == \
-        (IP("192.0.2.1"), IP("203.0.113.9"), 5060, 40000, 403, "udp", "ingress", 123456789)
+            response.protocol, response.direction, response.ktime_ns, response.kind,
+            response.payload_len, response.tcp_seq, response.fragment, response.tcp_fin,
+            response.tcp_rst, response.reason) == \
+        (IP("192.0.2.1"), IP("203.0.113.9"), 5060, 40000, 403, "tcp", "ingress", 123456789,
+         "response", 1400, 77, True, True, False, "failure")
     assert response.packet == packet and response.payload == b"SIP/2"
-    assert dataplane.decode_capture(bytes(meta)[:55]) is None
+    assert dataplane.decode_capture(bytes(meta)[:71]) is None
 
 
 def test_decoded_addresses_stay_right_past_the_address_cache(monkeypatch):
@@ -177,7 +185,8 @@ def test_decoded_addresses_stay_right_past_the_address_cache(monkeypatch):
     monkeypatch.setattr(dataplane, "_V6_ADDRESSES", {})
 
     def record(family, src, dst):
-        meta = FbCaptureMeta(status=401, payload_off=0, cap_len=3, family=family, protocol=17)
+        meta = FbCaptureMeta(status=401, payload_off=0, payload_len=3, cap_len=3,
+                             family=family, protocol=17)
         meta.saddr[:len(src.packed)] = src.packed
         meta.daddr[:len(dst.packed)] = dst.packed
         return bytes(meta) + b"SIP"
@@ -374,17 +383,26 @@ def test_vlan_and_qinq_frames_from_banned_sources_are_dropped(dp, rig):
 
 # ---- capture ----
 
-def _sip(status: int, reason: str = "Reason") -> bytes:
+def _sip(status: int, reason: str = "Reason", call_id: str | None = None) -> bytes:
+    call_id = call_id or f"test-{status}@fastban"
     return (f"SIP/2.0 {status} {reason}\r\nVia: SIP/2.0/UDP 10.210.0.2:5060;branch=z9hG4bK1\r\n"
-            f"Call-ID: test-{status}@fastban\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
-            ).encode()
+            f"Call-ID: {call_id}\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def _request(call_id: str, credentials: bool, method: str = "REGISTER") -> bytes:
+    authorization = ('Authorization: Digest username="1001", realm="lab", nonce="n1", '
+                     'uri="sip:lab", response="0123456789abcdef0123456789abcdef"\r\n'
+                     if credentials else "")
+    return (f"{method} sip:lab SIP/2.0\r\nVia: SIP/2.0/UDP 10.210.0.2:5062;branch=z9hG4bK9\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 2 {method}\r\n{authorization}"
+            f"Content-Length: 0\r\n\r\n").encode()
 
 
 class Collector:
     def __init__(self, dp: DataPlane):
         self.dp = dp
         self.items = []
-        dp.on_response(self.items.append)
+        dp.on_capture(self.items.append)
         self.flush()
 
     def flush(self):
@@ -423,6 +441,19 @@ def _send_responses(rig, family, messages, destination, dport=5062, sport=5060):
             sock.sendto(message, (destination, dport))
 
 
+def _send_requests(rig, source, messages, sport=5062):
+    """Requests from a client address to the server's port 5060 (they pass TC ingress)."""
+    family = IP(source).version
+    with rig.cli.entered():
+        sock = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET,
+                             socket.SOCK_DGRAM)
+    with sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((source, sport))
+        for message in messages:
+            sock.sendto(message, (SRV6 if family == 6 else SRV4, 5060))
+
+
 @pytest.mark.parametrize("family", [4, 6])
 def test_capture_udp_delivers_401_403_407_with_their_bytes(dp, rig, collector, family):
     collector.flush()
@@ -432,18 +463,24 @@ def test_capture_udp_delivers_401_403_407_with_their_bytes(dp, rig, collector, f
     got = collector.wait(3)
     assert [r.status for r in got] == [401, 403, 407]
     for response, message in zip(got, messages):
-        assert response.payload == message
+        assert response.payload == message and response.payload_len == len(message)
         assert response.protocol == "udp" and response.direction == "egress"
+        assert response.kind == "response" and response.reason == "failure"
+        assert not response.fragment
         assert response.src == IP(SRV4 if family == 4 else SRV6)
         assert response.dst == IP(client)
         assert (response.sport, response.dport) == (5060, 5062)
         assert abs(response.ktime_ns - time.monotonic_ns()) < 30_000_000_000
-    # 401 and 407 opened two challenges, the 403 answered one: one is outstanding.
-    assert dp.challenges()[IP(client)][0] == 1
-    _send_responses(rig, family, [_sip(200, "OK")], client)       # answers the other
+    # The challenges marked the peer and their Call-IDs, read by the header scan.
+    challenged_ns, _ = dp.challenged_peers()[IP(client)]
+    assert challenged_ns == got[2].ktime_ns
+    calls = dp.open_calls()
+    assert calls[IP(client), headerscan.call_hash(b"test-401@fastban")] == got[0].ktime_ns
+    assert calls[IP(client), headerscan.call_hash(b"test-407@fastban")] == got[2].ktime_ns
+    assert (IP(client), headerscan.call_hash(b"test-403@fastban")) not in calls
+    _send_responses(rig, family, [_sip(200, "OK", "test-401@fastban")], client)
     [ok] = collector.wait(1)
-    assert ok.status == 200 and ok.payload == _sip(200, "OK")
-    assert IP(client) not in dp.challenges()
+    assert ok.status == 200 and ok.reason == "open call"
 
 
 @pytest.mark.parametrize("family", [4, 6])
@@ -454,6 +491,7 @@ def test_capture_ignores_other_statuses_ports_and_payloads(dp, rig, collector, f
                                   _sip(486, "Busy Here"), _sip(404, "Not Found"),
                                   b"REGISTER sip:x SIP/2.0\r\n\r\n", b"SIP/2.0 40"], client)
     _send_responses(rig, family, [_sip(401), _sip(403)], client, sport=5070)  # not a SIP port
+    _send_requests(rig, client, [_request("never-challenged", credentials=True)])
     assert collector.wait(0, timeout=0.5) == []
 
 
@@ -470,28 +508,161 @@ def test_capture_404_only_when_asked(dp, rig, collector):
     assert collector.wait(0, timeout=0.5) == []
 
 
-def test_capture_forwards_a_200_only_to_a_challenged_destination(dp, rig, collector):
+def test_capture_forwards_final_answers_only_on_an_open_call(dp, rig, collector):
+    """One address, many phones: the answers to a phone with a challenge open are copied,
+    the healthy traffic of the others on other Call-IDs is not."""
     collector.flush()
-    challenged, healthy = CLI4[1], CLI4[3]
-    _send_responses(rig, 4, [_sip(200, "OK")], healthy)
-    _send_responses(rig, 4, [_sip(401)], challenged)
-    _send_responses(rig, 4, [_sip(200, "OK")], healthy)
-    _send_responses(rig, 4, [_sip(200, "OK")], challenged)      # answers the challenge
-    _send_responses(rig, 4, [_sip(200, "OK")], challenged)      # nothing outstanding any more
-    got = collector.wait(2)
-    assert [(r.status, str(r.dst)) for r in got] == [(401, challenged), (200, challenged)]
+    office, healthy = CLI4[1], CLI4[3]
+    _send_responses(rig, 4, [_sip(200, "OK", "keepalive-1")], healthy)
+    _send_responses(rig, 4, [_sip(401, "Unauthorized", "phone-a")], office)
+    _send_responses(rig, 4, [_sip(200, "OK", "keepalive-1")], healthy)
+    _send_responses(rig, 4, [_sip(200, "OK", "options-of-phone-b")], office)   # another call
+    _send_responses(rig, 4, [_sip(200, "OK", "phone-a")], office)      # answers the challenge
+    _send_responses(rig, 4, [_sip(486, "Busy", "phone-a")], office)    # still within the grace
+    got = collector.wait(3)
+    assert [(r.status, str(r.dst), r.reason) for r in got] == \
+        [(401, office, "failure"), (200, office, "open call"), (486, office, "open call")]
 
 
-def test_capture_sip_ports_are_a_setting(dp, rig, collector):
+def test_capture_window_follows_challenge_grace(dp, rig, collector):
     collector.flush()
-    dp.set_sip_ports([5060, 5080])
+    peer = CLI6[1]
+    dp.set_challenge_grace(0.3)
     try:
-        assert dp.sip_ports() == [5060, 5080]
-        _send_responses(rig, 4, [_sip(403)], CLI4[2], sport=5080)
-        [got] = collector.wait(1)
-        assert got.sport == 5080 and got.status == 403
+        _send_responses(rig, 6, [_sip(407, "Proxy Auth", "late-answer")], peer)
+        assert len(collector.wait(1)) == 1
+        time.sleep(0.5)
+        _send_responses(rig, 6, [_sip(200, "OK", "late-answer")], peer)
+        _send_requests(rig, peer, [_request("late-answer", credentials=True)])
+        assert collector.wait(0, timeout=0.5) == []
     finally:
-        dp.set_sip_ports([5060])
+        dp.set_challenge_grace(32)
+    _send_responses(rig, 6, [_sip(407, "Proxy Auth", "late-answer")], peer)
+    _send_responses(rig, 6, [_sip(200, "OK", "late-answer")], peer)
+    assert [r.status for r in collector.wait(2)] == [407, 200]
+
+
+def test_capture_copies_requests_with_credentials_from_challenged_peers(dp, rig, collector):
+    collector.flush()
+    peer = CLI4[4]
+    _send_requests(rig, peer, [_request("before", credentials=True)])
+    assert collector.wait(0, timeout=0.5) == []                    # not challenged yet
+    _send_responses(rig, 4, [_sip(401, "Unauthorized", "reg-1")], peer)
+    _send_requests(rig, peer, [_request("reg-1", credentials=False),
+                               _request("reg-1", credentials=True),
+                               _request("new-call", credentials=True, method="INVITE")])
+    # The request with credentials opened its Call-ID: its answer is copied too.
+    _send_responses(rig, 4, [_sip(200, "OK", "new-call")], peer)
+    got = collector.wait(4)
+    assert [(r.kind, r.reason, r.direction) for r in got] == [
+        ("response", "failure", "egress"), ("request", "credentials", "ingress"),
+        ("request", "credentials", "ingress"), ("response", "open call", "egress")]
+    assert got[1].src == IP(peer) and got[1].dport == 5060
+    assert got[1].payload == _request("reg-1", credentials=True)
+    assert (IP(peer), headerscan.call_hash(b"new-call")) in dp.open_calls()
+
+
+def test_capture_counts_an_unreadable_call_id_as_open(dp, rig, collector):
+    """A Call-ID past the scan's reach: every answer to that peer is copied for the grace."""
+    collector.flush()
+    peer = CLI6[2]
+    padding = "X-Padding: " + "p" * (headerscan.SCAN_MAX + 10) + "\r\n"
+    challenge = (f"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP [{peer}];branch=z9hG4bK1\r\n"
+                 f"{padding}Call-ID: far-away\r\nCSeq: 1 REGISTER\r\n"
+                 f"Content-Length: 0\r\n\r\n").encode()
+    _send_responses(rig, 6, [challenge], peer)
+    _send_responses(rig, 6, [_sip(200, "OK", "any-other-call")], peer)
+    got = collector.wait(2)
+    assert [(r.status, r.reason) for r in got] == [(401, "failure"), (200, "unsure")]
+    assert dp.challenged_peers()[IP(peer)][1] == got[0].ktime_ns
+
+
+SCAN_CORPUS = [
+    b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: plain@host\r\n"
+    b"CSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n",
+    b"SIP/2.0 401 Unauthorized\r\nv: SIP/2.0/UDP h\r\ni:compact-form\r\nl:0\r\n\r\n",
+    b"SIP/2.0 407 Proxy Auth\r\nCALL-ID :  upper case and blanks \t\r\nCSeq: 9 INVITE\r\n\r\n",
+    b"SIP/2.0 401 Unauthorized\nCall-Id: bare-lf@x\nContent-Length: 0\n\n",
+    b"SIP/2.0 401 Unauthorized\r\nCall-ID: one\r\nCall-ID: two\r\n\r\n",
+    b"SIP/2.0 401 Unauthorized\r\nCall-IDx: not-it\r\nX-Call-ID: nor-this\r\nCall-ID: it\r\n\r\n",
+    b"SIP/2.0 401 Unauthorized\r\nSubject: \r\n Call-ID: folded-line-is-not-a-header\r\n"
+    b"Call-ID: real\r\n\r\n",
+    b"SIP/2.0 407 Proxy Auth\r\nCall-ID: \xff\xfe-high-bytes-\x80\r\n\r\n",
+    b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP h\r\nContent-Length: 0\r\n\r\n",
+]
+
+
+def test_kernel_header_scan_agrees_with_fastban_headerscan(dp, rig, collector):
+    """The kernel runs the same automaton as headerscan.scan(): the Call-ID it marks is the
+    hash the Python side computes, and a message without exactly one Call-ID marks the peer."""
+    from scapy.layers.inet import IP as ScapyIP, UDP
+    from scapy.layers.l2 import Ether
+
+    collector.flush()
+    peer = CLI4[3]
+    eth = Ether(src=rig.srv_mac, dst=rig.cli_mac)
+    for message in SCAN_CORPUS:
+        expected = headerscan.scan(message)
+        before_calls = set(dp.open_calls())
+        frame = eth / ScapyIP(src=SRV4, dst=peer) / UDP(sport=5060, dport=5062) / message
+        _write_frames(rig.srv, rig.srv_if, [frame])
+        [got] = collector.wait(1)
+        added = set(dp.open_calls()) - before_calls
+        if expected.call_ids == 1:
+            assert (IP(peer), expected.call_hash) in dp.open_calls(), message
+            assert added <= {(IP(peer), expected.call_hash)}, message
+        else:
+            assert added == set(), message
+            assert dp.challenged_peers()[IP(peer)][1] == got.ktime_ns, message
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_capture_first_fragment_of_a_large_answer(dp, rig, collector, family):
+    """A 200 OK bigger than the MTU leaves as IP fragments: the first, which holds the headers,
+    is copied and says so; the later ones are not."""
+    collector.flush()
+    peer = CLI4[1] if family == 4 else CLI6[1]
+    contacts = "".join(f"Contact: <sip:30{i:02d}@192.168.50.2:{40000 + i}>;expires=60\r\n"
+                       for i in range(60))
+    big = (f"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK7\r\nCall-ID: shared-account\r\n"
+           f"CSeq: 2 REGISTER\r\n{contacts}Content-Length: 0\r\n\r\n").encode()
+    assert len(big) > 3000
+    _send_responses(rig, family, [_sip(401, "Unauthorized", "shared-account"), big], peer)
+    got = collector.wait(2)
+    assert [(r.status, r.fragment) for r in got] == [(401, False), (200, True)]
+    first = got[1]
+    assert first.payload_len == len(big) and len(first.payload) < 1500
+    assert big.startswith(first.payload)
+
+
+def test_capture_tcp_copies_segments_that_are_not_one_whole_message(dp, rig, collector):
+    """A segment holding two responses may hide a 401 behind a 200: it is copied whole."""
+    collector.flush()
+    client_ip = CLI4[2]                   # never challenged
+    with rig.srv.entered():
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with rig.cli.entered():
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with listener, client:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((SRV4, 5060))
+        listener.listen(1)
+        client.bind((client_ip, 0))
+        client.settimeout(5)
+        client.connect((SRV4, 5060))
+        conn, _ = listener.accept()
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            alone = _sip(200, "OK", "options-1")
+            pair = _sip(200, "OK", "options-2") + _sip(401, "Unauthorized", "register-1")
+            for data in (alone, pair):
+                conn.sendall(data)
+                received = b""
+                while len(received) < len(data):
+                    received += client.recv(4096)
+        got = collector.wait(1)
+    assert [(r.kind, r.status, r.reason, r.payload) for r in got] == \
+        [("response", 200, "tcp segment", pair)]
 
 
 @pytest.mark.parametrize("family", [4, 6])
@@ -527,6 +698,7 @@ def test_capture_tcp_delivers_the_responses_of_a_real_connection(dp, rig, collec
         assert response.payload == message
         assert response.dst == IP(client_ip) and response.sport == 5060
         assert response.dport == client_port
+    assert got[1].tcp_seq - got[0].tcp_seq == len(messages[0]) + len(messages[1])
 
 
 def test_lost_captures_are_counted_and_visible(dp, rig, collector):

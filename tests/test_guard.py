@@ -43,19 +43,25 @@ def settings_for(tmp_path, dataplane):
     return make
 
 
+def captured(peer, payload, status, ktime_ns=None):
+    """A response to peer as the capture copies it."""
+    from fastban.dataplane import CapturedPacket
+    return CapturedPacket(ipaddress.ip_address("10.240.0.1"), peer, 5060, 5060, "udp", status,
+                          payload, time.monotonic_ns() if ktime_ns is None else ktime_ns,
+                          payload_len=len(payload))
+
+
 def forbidden(peer, n, call_id="guess"):
-    from fastban.dataplane import CapturedResponse
-    return [CapturedResponse(ipaddress.ip_address("10.240.0.1"), peer, 5060, 5060, "udp", 403,
-                             sip_response(403, call_id=call_id, branch=f"z9hG4bK{i}",
-                                          via_host=str(peer)), time.monotonic_ns())
+    return [captured(peer, sip_response(403, call_id=call_id, branch=f"z9hG4bK{i}",
+                                        via_host=str(peer)), 403)
             for i in range(n)]
 
 
 def test_failures_ban_into_the_kernel_map_with_reason_and_expiry(dataplane, settings_for):
     guard = Guard(settings_for(bantime=600), dataplane)
-    assert guard.handle_responses(forbidden(ATTACKER, 2)) == []
+    assert guard.handle_packets(forbidden(ATTACKER, 2)) == []
     assert dataplane.bans() == []
-    [record] = guard.handle_responses(forbidden(ATTACKER, 1, call_id="third"))
+    [record] = guard.handle_packets(forbidden(ATTACKER, 1, call_id="third"))
     assert record.target == ipaddress.ip_network("10.240.0.66/32")
     assert record.failures == 3 and "3 failures" in record.reason
     [ban] = dataplane.bans()
@@ -71,8 +77,9 @@ def test_malformed_payloads_are_counted_and_skipped(dataplane, settings_for):
     guard = Guard(settings_for(), dataplane)
     junk = forbidden(ATTACKER, 1)[0]
     junk.payload = b"\x00\x01garbage"
-    guard.handle_responses([junk] + forbidden(ATTACKER, 1))
-    assert guard.counts["malformed"] == 1 and guard.counts["responses_parsed"] == 1
+    guard.handle_packets([junk] + forbidden(ATTACKER, 1))
+    stats = guard.stats()
+    assert stats["malformed_skipped"] == 1 and stats["responses_parsed"] == 1
 
 
 def test_repeat_offenders_are_banned_longer_up_to_the_cap(dataplane, settings_for):
@@ -80,7 +87,7 @@ def test_repeat_offenders_are_banned_longer_up_to_the_cap(dataplane, settings_fo
                                bantime_max=1000), dataplane)
     lengths = []
     for round_ in range(3):
-        [record] = guard.handle_responses(forbidden(ATTACKER, 3, call_id=f"r{round_}"))
+        [record] = guard.handle_packets(forbidden(ATTACKER, 3, call_id=f"r{round_}"))
         lengths.append(round(record.expires_at - record.banned_at))
         assert guard.unban(record.target)
     assert lengths == [100, 400, 1000]
@@ -88,7 +95,7 @@ def test_repeat_offenders_are_banned_longer_up_to_the_cap(dataplane, settings_fo
 
 def test_ipv6_offender_banned_by_prefix_when_configured(dataplane, settings_for):
     guard = Guard(settings_for(ipv6_ban_prefix=64), dataplane)
-    [record] = guard.handle_responses(forbidden(ATTACKER6, 3))
+    [record] = guard.handle_packets(forbidden(ATTACKER6, 3))
     assert record.target == ipaddress.ip_network("fd00:240::/64")
     assert [ban.target for ban in dataplane.bans()] == [ipaddress.ip_network("fd00:240::/64")]
 
@@ -103,13 +110,11 @@ def test_expired_bans_are_lifted_by_tick(dataplane, settings_for):
 
 
 def test_unanswered_challenges_ban_through_tick(dataplane, settings_for):
-    from fastban.dataplane import CapturedResponse
     clock = [1000.0]
     guard = Guard(settings_for(challenge_grace=5), dataplane, wall=lambda: clock[0])
-    guard.handle_responses([
-        CapturedResponse(ipaddress.ip_address("10.240.0.1"), ATTACKER, 5060, 5060, "udp", 401,
-                         sip_response(401, call_id=f"scan{i}", branch="z9hG4bKs",
-                                      via_host=str(ATTACKER)), 0) for i in range(3)])
+    guard.handle_packets([
+        captured(ATTACKER, sip_response(401, call_id=f"scan{i}", branch="z9hG4bKs",
+                                        via_host=str(ATTACKER)), 401) for i in range(3)])
     assert guard.tick() == []
     clock[0] += 6
     [record] = guard.tick()
@@ -119,7 +124,7 @@ def test_unanswered_challenges_ban_through_tick(dataplane, settings_for):
 def test_bans_survive_a_restart_and_a_lost_state_file(dataplane, settings_for, tmp_path):
     settings = settings_for()
     guard = Guard(settings, dataplane)
-    guard.handle_responses(forbidden(ATTACKER, 3))
+    guard.handle_packets(forbidden(ATTACKER, 3))
     guard.ban("10.250.0.0/16", duration=0, reason="hand")
     guard.save()
     again = Guard(settings, dataplane)
@@ -156,7 +161,7 @@ def test_whitelist_reaches_the_kernel_allowlist_and_refuses_hand_bans(dataplane,
     assert set(map(str, dataplane.allowed())) == {"10.240.0.0/28", "fd00:240::66/128"}
     with pytest.raises(GuardError, match="whitelisted"):
         guard.ban("10.240.0.5")
-    assert guard.handle_responses(forbidden(ipaddress.ip_address("10.240.0.5"), 5)) == []
+    assert guard.handle_packets(forbidden(ipaddress.ip_address("10.240.0.5"), 5)) == []
     guard.reload(settings_for())
     assert dataplane.allowed() == []
 
@@ -216,8 +221,8 @@ def test_expiry_lifts_bans_of_both_families_in_order_and_skips_rebans(dataplane,
 
 def test_ban_history_is_capped_forgetting_the_least_recently_banned(dataplane, settings_for,
                                                                       monkeypatch):
-    from fastban import guard as guard_module
-    monkeypatch.setattr(guard_module, "BAN_HISTORY_CAP", 2)
+    from fastban import detection
+    monkeypatch.setattr(detection, "BAN_HISTORY_CAP", 2)
     guard = Guard(settings_for(), dataplane)
     for last in (1, 2, 1, 3):
         guard.ban(f"10.240.2.{last}")

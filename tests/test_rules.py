@@ -13,17 +13,44 @@ B = ipaddress.ip_address("198.51.100.7")
 V6 = ipaddress.ip_address("2001:db8:1:2::99")
 
 
-def resp(status, call_id=b"c1", branch=b"z9hG4bK-1", method=b"REGISTER", received=b""):
+def resp(status, call_id=b"c1", branch=b"z9hG4bK-1", method=b"REGISTER", received=b"",
+         nonce=None, stale=False):
     """A parsed response as fastban.sip.parse() returns it (only what the rules read)."""
     return SimpleNamespace(
         is_response=True, status=status, call_id=call_id, via_branch=branch,
-        cseq=1, cseq_method=method, via_received=received,
+        cseq=1, cseq_method=method, via_received=received, stale=stale,
+        challenge_nonces=(nonce,) if nonce else (), credential_nonces=(),
     )
 
 
-def req():
-    return SimpleNamespace(is_response=False, status=0, call_id=b"c1", via_branch=b"x",
-                           cseq=1, cseq_method=b"REGISTER", via_received=b"")
+def req(call_id=b"c1", branch=b"x", nonce=None, method=b"REGISTER"):
+    """A parsed request; with a nonce, it carries credentials answering that nonce."""
+    return SimpleNamespace(is_response=False, status=0, call_id=call_id, via_branch=branch,
+                           cseq=1, cseq_method=method, via_received=b"", stale=False,
+                           challenge_nonces=(), credential_nonces=(nonce,) if nonce else ())
+
+
+def login(r, peer, t, call_id=b"reg", nonce=b"n-login"):
+    """A phone's REGISTER -> 401 -> REGISTER with the right credentials -> 200."""
+    r.observe(t, peer, resp(401, call_id, b"l1", nonce=nonce))
+    r.observe(t + 0.01, peer, req(call_id, b"l2", nonce))
+    return r.observe(t + 0.02, peer, resp(200, call_id, b"l2"))
+
+
+def bad_guesses(r, peer, n, t0=0.0, call_id=b"guess", status=401):
+    """A guesser as svcrack or a phone with a wrong password: one challenge, then n requests
+    with credentials answering the last nonce, each rejected by a 401 bringing the next nonce
+    (or a 403, after which the old nonce is used again). Returns the n decisions."""
+    r.observe(t0, peer, resp(401, call_id, b"c0", nonce=b"g-0"))
+    decisions, nonce = [], b"g-0"
+    for i in range(1, n + 1):
+        r.observe(t0 + i, peer, req(call_id, b"a%d" % i, nonce))
+        if status == 401:
+            nonce = b"g-%d" % i
+        decisions.append(r.observe(t0 + i + 0.01, peer,
+                                   resp(status, call_id, b"a%d" % i,
+                                        nonce=nonce if status == 401 else None)))
+    return decisions
 
 
 def rules(**kw):
@@ -43,7 +70,7 @@ def guess_with_401(r, peer, n, t0=0.0, call_id=b"atk"):
 
 def test_defaults_are_mikopbx():
     s = RuleSettings()
-    assert (s.maxretry, s.findtime, s.bantime, s.challenge_grace) == (10, 1800, 43200, 32)
+    assert (s.maxretry, s.findtime, s.challenge_grace, s.trust_time) == (10, 1800, 32, 3600)
     assert s.max_sources == 100_000 and s.max_open_challenges == 200_000
     assert s.count_register_404 is False
 
@@ -90,8 +117,8 @@ def test_repeated_401_new_branch_same_cseq_banned_after_exactly_n():
     assert isinstance(d, BanDecision)
     assert d.address == A and d.network == ipaddress.ip_network("203.0.113.9/32")
     assert d.failures == 10 and d.first_failure_at == 1 and d.decided_at == 10
-    assert d.bantime == 43200
-    assert d.reason == "10 failures in 9 s: 10×repeated 401"
+    assert d.proven == 0 and d.failure_class == "unproven"
+    assert d.reason == "10 failures in 9 s: 10 unproven (10×repeated 401)"
 
 
 def test_407_repeated_counts_too():
@@ -295,6 +322,150 @@ def test_open_challenge_count_stays_exact():
             r.forget(rnd.choice(peers))
         assert r.open_challenges == sum(1 for c in r._calls.values() if c.open)
         assert r.tracked_calls <= 50
+
+
+# -- proven failures, trust and forgers ----------------------------------------------------
+
+def test_credentials_answering_an_issued_nonce_make_a_proven_failure():
+    r = rules(maxretry=3)
+    *before, d = bad_guesses(r, A, 3)
+    assert before == [None, None]
+    assert d.failures == 3 and d.proven == 3 and d.failure_class == "proven"
+    assert d.reason == "3 failures in 2 s: 3 proven (3×bad credentials 401)"
+    assert r.stats["credentials_proven"] == 3 and r.stats["failures_proven"] == 3
+
+
+def test_a_403_to_proven_credentials_is_proven_too():
+    r = rules(maxretry=2)
+    decisions = bad_guesses(r, A, 2, status=403)
+    assert decisions[0] is None and decisions[1].kinds == {"bad credentials 403": 2}
+
+
+def test_made_up_or_borrowed_nonces_prove_nothing():
+    """A forger never sees the nonces the server sends to the address it forges: its made-up
+    nonce, or one the server issued to the forger's own address, proves nothing."""
+    r = rules(maxretry=100)
+    r.observe(0, B, resp(401, b"forger-own", b"f1", nonce=b"issued-to-B"))
+    r.observe(1, A, resp(401, b"spoofed", b"s1", nonce=b"issued-to-A"))
+    for i, nonce in enumerate((b"made-up", b"issued-to-B")):
+        r.observe(2 + i, A, req(b"spoofed", b"s-%d" % i, nonce))
+        r.observe(2.01 + i, A, resp(401, b"spoofed", b"s-%d" % i, nonce=b"next"))
+    assert r.stats["failures_proven"] == 0
+    assert r.stats["failures_repeated_challenge"] == 2
+
+
+def test_credentials_from_an_address_not_challenged_within_the_grace_are_ignored():
+    """The capture copies requests with credentials only from addresses challenged within
+    challenge_grace; the rules read no others, so a replay decides as the live guard does."""
+    r = rules(maxretry=1, challenge_grace=10)
+    r.observe(0, A, resp(401, b"c", b"1", nonce=b"n"))
+    r.observe(30, A, req(b"c", b"2", b"n"))             # long after the challenge
+    assert r.stats["requests_ignored"] == 1 and r.stats["credentials_waiting"] == 0
+    r.observe(30.1, A, resp(403, b"c", b"2"))
+    assert r.stats["failures_403"] == 1 and r.stats["failures_proven"] == 0
+
+
+def test_an_answer_after_the_grace_proves_nothing():
+    r = rules(maxretry=10, challenge_grace=5)
+    r.observe(0, A, resp(401, b"c", b"1", nonce=b"n"))
+    r.observe(1, A, req(b"c", b"2", b"n"))
+    r.observe(20, A, resp(200, b"c", b"2"))
+    assert not r.is_trusted(A, 20) and r.stats["logins"] == 0
+
+
+def test_a_stale_challenge_is_no_failure():
+    r = rules(maxretry=1)
+    r.observe(0, A, resp(401, b"c", b"1", nonce=b"old"))
+    r.observe(1, A, req(b"c", b"2", b"old"))
+    assert r.observe(1.1, A, resp(401, b"c", b"2", nonce=b"new", stale=True)) is None
+    assert r.observe(2, A, resp(401, b"c", b"3", nonce=b"newer", stale=True)) is None
+    assert r.stats["stale_challenges"] == 2 and r.stats["failures"] == 0
+
+
+def test_a_login_trusts_the_source_and_forged_failures_then_count_nothing():
+    r = rules(maxretry=3, trust_time=600)
+    assert login(r, A, 0) is None
+    assert r.is_trusted(A, 1) and r.stats["logins"] == 1
+    for i in range(50):                                 # spoofed REGISTERs, never answered
+        r.observe(1 + i * 0.01, A, resp(401, b"forged-%d" % i, b"b", nonce=b"x%d" % i))
+        r.observe(2 + i * 0.01, A, resp(403, b"forged-403-%d" % i, b"b"))
+    assert r.expire(100) == []
+    assert r.failures_of(A) == 0 and r.stats["unproven_of_trusted"] == 100
+    # ... but the same flood bans an address that never logged in
+    for i in range(3):
+        r.observe(200 + i, B, resp(403, b"forged-%d" % i, b"b"))
+    assert r.stats["bans"] == 1
+
+
+def test_a_trusted_source_guessing_passwords_is_still_banned():
+    r = rules(maxretry=4)
+    login(r, A, 0)
+    decisions = bad_guesses(r, A, 4, t0=10)
+    assert decisions[:3] == [None] * 3
+    assert decisions[3].failure_class == "proven" and decisions[3].failures == 4
+
+
+def test_trust_ends_with_trust_time_and_drops_earlier_unproven_failures():
+    r = rules(maxretry=5, trust_time=100)
+    for i in range(3):
+        r.observe(i, A, resp(403, b"f%d" % i, b"b"))
+    assert r.failures_of(A) == 3
+    login(r, A, 10)
+    assert r.failures_of(A) == 0                        # the unproven ones are gone
+    assert r.is_trusted(A, 109) and not r.is_trusted(A, 111)
+    r.expire(111)
+    r.observe(112, A, resp(403, b"after", b"b"))
+    assert r.failures_of(A) == 1
+
+
+def test_trust_and_counts_are_per_ipv6_prefix():
+    r = rules(maxretry=2, ipv6_ban_prefix=64)
+    phone = ipaddress.ip_address("2001:db8:1:2::10")
+    neighbour = ipaddress.ip_address("2001:db8:1:2::20")
+    login(r, phone, 0)
+    assert r.is_trusted(neighbour, 1)
+    assert r.trusted(1) == {ipaddress.ip_network("2001:db8:1:2::/64"): 3600.02}
+
+
+def test_restored_trust_holds_until_its_time():
+    r = rules(maxretry=1)
+    r.restore_trust(ipaddress.ip_network("203.0.113.9/32"), 500, now=0)
+    r.restore_trust(ipaddress.ip_network("198.51.100.7/32"), 5, now=10)   # already over
+    assert r.is_trusted(A, 499) and not r.is_trusted(B, 10)
+    assert r.observe(1, A, resp(403)) is None
+
+
+def test_a_closed_403_keeps_its_record_so_a_retransmission_counts_once():
+    """A 200 on the same Call-ID must not reset what a 403 left: the capture does not copy
+    that 200 (no challenge is open), so the rules must not depend on it."""
+    r = rules(maxretry=5)
+    r.observe(0, A, resp(403, b"inv", b"b1", b"INVITE"))
+    r.observe(1, A, resp(200, b"inv", b"b2", b"INVITE"))
+    r.observe(2, A, resp(403, b"inv", b"b1", b"INVITE"))     # timer G retransmission
+    assert r.failures_of(A) == 1
+
+
+def test_reconfigure_keeps_the_counts_unless_the_structure_changes():
+    r = rules(maxretry=5, findtime=100)
+    for i in range(3):
+        r.observe(i, A, resp(403, b"%d" % i, b"b"))
+    r.reconfigure(RuleSettings(maxretry=4, findtime=1000, trust_time=10))
+    assert r.failures_of(A) == 3
+    assert r.observe(500, A, resp(403, b"x", b"b")).failures == 4
+    with pytest.raises(ValueError):
+        r.reconfigure(RuleSettings(ipv6_ban_prefix=64))
+
+
+def test_waiting_requests_nonces_and_challenged_addresses_are_bounded():
+    r = rules(max_open_challenges=100, max_sources=50)
+    rnd = random.Random(3)
+    for i in range(5000):
+        peer = ipaddress.ip_address(rnd.getrandbits(32))
+        r.observe(i * 0.001, peer, resp(401, b"c%d" % i, b"b", nonce=rnd.randbytes(8)))
+        r.observe(i * 0.001, peer, req(b"c%d" % i, b"r%d" % i, rnd.randbytes(8)))
+    assert len(r._waiting) <= 100 and len(r._nonces) <= 100 and len(r._challenged) <= 50
+    r.expire(10_000)
+    assert not r._waiting and not r._challenged and not r._calls
 
 
 def test_settings_validation():

@@ -1,0 +1,151 @@
+"""The one detection path: from captured or recorded segments to ban verdicts.
+
+The live guard (fastban.guard, segments the kernel copied) and `fastban replay` (segments of a
+recording) run this same code from the segment on: messages out of UDP datagrams, IP first
+fragments and TCP streams (fastban.streams), the parser, the failure rules (fastban.rules),
+the time of each message (the packet's own), and the ban's duration with repeat-offender
+escalation (settings.bantime_for over the ban history). Pure logic: nothing is read or
+written but the objects passed in.
+
+    detector = Detector(settings)
+    for time, segment in segments:           # in capture order
+        for verdict in detector.segment(time, segment):
+            ...                              # verdict.decision, verdict.bantime
+    detector.expire(later)                   # unanswered challenges
+
+While a source is banned its messages are skipped: the kernel drops its requests, so the
+server answers none (a recording made without fastban still holds them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastban.rules import BanDecision, FailureRules
+from fastban.streams import MessageReader
+
+# Sources whose ban count (for escalation) is remembered; past it the least recently banned
+# is forgotten and would start again at the base bantime.
+BAN_HISTORY_CAP = 1_000_000
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: BanDecision
+    bantime: float           # seconds, from the settings and the source's earlier bans
+    previous_bans: int
+
+
+class BanHistory:
+    """How many times each network was banned, most recently banned last, capped."""
+
+    def __init__(self, counts: dict | None = None, cap: int | None = None):
+        self.counts = {} if counts is None else counts
+        self.cap = BAN_HISTORY_CAP if cap is None else cap
+        while len(self.counts) > self.cap:
+            del self.counts[next(iter(self.counts))]
+
+    def record(self, network) -> int:
+        """Counts a ban of network; returns how many came before it."""
+        counts = self.counts
+        previous = counts.pop(network, 0)
+        counts[network] = previous + 1
+        if len(counts) > self.cap:
+            del counts[next(iter(counts))]
+        return previous
+
+    def count(self, network) -> int:
+        return self.counts.get(network, 0)
+
+
+class Detector:
+    def __init__(self, settings, history: BanHistory | None = None):
+        self.settings = settings
+        self.rules = FailureRules(settings.rule_settings())
+        self.reader = MessageReader()
+        self.history = history or BanHistory()
+        self._sip_ports = frozenset(settings.sip_ports)
+        self._banned: dict[int, float] = {}       # source key -> banned until
+        # Challenges in messages the kernel did not read (a later message of a TCP segment):
+        # (peer, Call-ID, time), for the guard to mark in the kernel.
+        self.unread_challenges: list = []
+        self.stats = {"responses": 0, "requests": 0, "skipped_while_banned": 0,
+                      "wrong_direction": 0}
+
+    def reconfigure(self, settings) -> bool:
+        """New settings (SIGHUP); returns False when the rules had to start again (their
+        structure changed: ipv6_ban_prefix or a cap), True when the counts were kept."""
+        self.settings = settings
+        self._sip_ports = frozenset(settings.sip_ports)
+        try:
+            self.rules.reconfigure(settings.rule_settings())
+        except ValueError:
+            self.rules = FailureRules(settings.rule_settings())
+            return False
+        return True
+
+    def segment(self, now: float, segment) -> list[Verdict]:
+        """One TCP/UDP segment at time ``now`` (seconds, the packet's time)."""
+        verdicts = self._expire_until(now)
+        ports = self._sip_ports
+        for message, first in self.reader.read(segment):
+            if message.is_response:
+                if segment.sport not in ports:
+                    self.stats["wrong_direction"] += 1
+                    continue
+                self.stats["responses"] += 1
+                peer = segment.dst
+            else:
+                if segment.dport not in ports:
+                    self.stats["wrong_direction"] += 1
+                    continue
+                self.stats["requests"] += 1
+                peer = segment.src
+            if self._banned and self._skip_banned(peer, now):
+                continue
+            if not first and message.is_response and message.status in (401, 407):
+                self.unread_challenges.append((peer, message.call_id, now))
+            decision = self.rules.observe(now, peer, message)
+            if decision is not None:
+                verdicts.append(self._verdict(decision))
+        return verdicts
+
+    def expire(self, now: float) -> list[Verdict]:
+        """Challenges left unanswered until ``now`` become failures."""
+        return [self._verdict(d) for d in self.rules.expire(now)]
+
+    def _expire_until(self, now: float) -> list[Verdict]:
+        """Expiries due by now, each at its own time (so a replay is exact)."""
+        verdicts = []
+        due = self.rules.next_expiry()
+        while due is not None and due <= now:
+            verdicts += self.expire(now if due == float("-inf") else due)
+            due = self.rules.next_expiry()
+        return verdicts
+
+    def _skip_banned(self, peer, now: float) -> bool:
+        key = self.rules.source_key(peer)
+        until = self._banned.get(key)
+        if until is None:
+            return False
+        if now < until:
+            self.stats["skipped_while_banned"] += 1
+            return True
+        del self._banned[key]
+        return False
+
+    def _verdict(self, decision: BanDecision) -> Verdict:
+        previous = self.history.record(decision.network)
+        bantime = self.settings.bantime_for(previous)
+        key = self.rules.source_key(decision.address)
+        self._banned[key] = decision.decided_at + bantime
+        return Verdict(decision, bantime, previous)
+
+    def lifted(self, network) -> None:
+        """A ban ended early (unban, or refused by a full table): count the source afresh."""
+        self.rules.forget(network.network_address)
+        self._banned.pop(self.rules.source_key(network.network_address), None)
+
+    def ban_by_hand(self, network) -> int:
+        """Counts a hand ban in the history; returns the bans before it."""
+        return self.history.record(network)
