@@ -137,20 +137,25 @@ struct fb_capture_meta {
 #define FB_CAPTURE_MAX          8192    /* packet bytes copied per captured message */
 #define FB_SCAN_MAX             2048    /* message bytes the header scan reads */
 #define FB_SCAN_STATES          128     /* rows of the scan table (a power of two) */
-#define FB_SCAN_HASH            1       /* flags of a scan state: fastban/headerscan.py */
-#define FB_SCAN_DIGIT           2
-#define FB_SCAN_CALL_ID         4
+#define FB_CALL_ID_SPAN         256     /* bytes of a Call-ID value the hash reads */
+#define FB_LENGTH_SPAN          24      /* bytes of a Content-Length value */
+#define FB_SCAN_CALL_ID         4       /* flags of a scan state: fastban/headerscan.py */
 #define FB_SCAN_LENGTH          8
 #define FB_SCAN_CREDENTIALS     16
 #define FB_SCAN_END             32
 #define FB_FNV_OFFSET           0xCBF29CE484222325ULL
 #define FB_FNV_PRIME            0x100000001B3ULL
 
-/* The scan's automaton, written by user space: next[state << 8 | byte], flags[state]. */
+/* The scan's automaton, written by user space: step[state << 8 | byte] is the next state in
+ * its low byte and that state's flags in its high byte; call_id_byte[byte] says what a byte of
+ * a Call-ID value is to the hash: FB_HASH_BYTE, FB_HASH_SKIP (SP, HT, CR) or FB_HASH_END (LF). */
 struct fb_scan_table {
-    __u8 next[FB_SCAN_STATES * 256];
-    __u8 flags[FB_SCAN_STATES];
+    __u16 step[FB_SCAN_STATES * 256];
+    __u8 call_id_byte[256];
 };
+#define FB_HASH_BYTE            0
+#define FB_HASH_SKIP            1
+#define FB_HASH_END             2
 #define FB_PORT_ENTRIES         1024
 
 struct fb_vlan_hdr {

@@ -45,14 +45,24 @@ struct fb_work {
     __u64 grace;
     __u32 action;           /* FB_ACT_* */
     __u32 scan_len;         /* bytes loaded into bytes[] */
-    __u64 call_hash;        /* the scan's results */
-    __u64 content_length;
-    __u64 counts;           /* Call-IDs | Content-Lengths << 16 | credentials << 32 */
+    __u64 stop_flags;       /* the scan stops at a byte with these flags */
+    __u64 counts;           /* the scan's results: Call-IDs | Content-Lengths << 16 |
+                               credentials << 32 */
     __u64 header_end;
+    __u64 call_at;          /* where the (last) Call-ID and Content-Length values start */
+    __u64 length_at;
+    __u64 call_hash;
+    __u64 call_read;        /* 1: call_hash is the hash of the only Call-ID's value */
+    __u64 content_length;
+    __u64 length_read;      /* 1: content_length is the only Content-Length's value */
     __u8 bytes[2 * FB_SCAN_MAX];    /* twice the scan: a length masked to 2 * FB_SCAN_MAX - 1
                                        fits, which the verifier can see */
 };
 BPF_PERCPU_ARRAY(work, struct fb_work, 1);
+
+/* Results go through map memory: reading them back, not reusing what the compiler kept in
+ * registers, lets the verifier see one state after a loop, whichever iteration left it. */
+#define fb_forget() __asm__ __volatile__("" ::: "memory")
 
 #define FB_ACT_CHALLENGE        1   /* a 401/407: copy, mark the peer and its Call-ID */
 #define FB_ACT_FAILURE          2   /* a 403/404: copy */
@@ -225,6 +235,13 @@ static __always_inline int fb_classify(struct __sk_buff *skb, __u8 direction,
         __builtin_memcpy(w->peer.addr, peer_addr, 16);
     }
     w->now = bpf_ktime_get_ns();
+    __u16 status = meta->status;
+    if ((status == 403 || (status == 404 && fb_config(FB_CFG_COUNT_404))) &&
+        meta->protocol != IPPROTO_TCP) {
+        meta->reason = FB_WHY_FAILURE;        /* nothing to read in it */
+        w->action = 0;
+        return 1;
+    }
     w->grace = (__u64)fb_config(FB_CFG_GRACE_MS) * 1000000ULL;
     struct fb_peer_state *state = challenged.lookup(&w->peer);
     int peer_challenged = state && fb_fresh(state->challenged_ns, w);
@@ -249,7 +266,6 @@ static __always_inline int fb_classify(struct __sk_buff *skb, __u8 direction,
         w->action = FB_ACT_REQUEST;
         return 1;
     }
-    __u16 status = meta->status;
     if (status == 401 || status == 407) {
         if (state) {
             state->challenged_ns = w->now;
@@ -259,12 +275,7 @@ static __always_inline int fb_classify(struct __sk_buff *skb, __u8 direction,
         }
         w->action = FB_ACT_CHALLENGE;
     } else if (status == 403 || (status == 404 && fb_config(FB_CFG_COUNT_404))) {
-        if (meta->protocol != IPPROTO_TCP) {
-            meta->reason = FB_WHY_FAILURE;    /* nothing to read in it */
-            w->action = 0;
-            return 1;
-        }
-        w->action = FB_ACT_FAILURE;
+        w->action = FB_ACT_FAILURE;          /* over TCP: the segment may hold more */
     } else if (status >= 200 && peer_challenged) {
         if (any_call) {
             meta->reason = FB_WHY_UNSURE;
@@ -281,35 +292,102 @@ static __always_inline int fb_classify(struct __sk_buff *skb, __u8 direction,
     return 1;
 }
 
-/* The header scan (fastban/headerscan.py) over w->bytes[0, scan_len). */
+/* The header scan, step 1 (fastban/headerscan.py): the automaton over w->bytes[0, scan_len),
+ * to the end of the header section, or to the first Call-ID when that is all a UDP response
+ * needs. Most bytes only move the state; the few whose state has flags (a colon of a header the
+ * scan wants, the end) are written to map memory, so both paths meet the verifier in one
+ * state. */
 static __always_inline void fb_scan(struct fb_work *w, struct fb_scan_table *table)
 {
     __u32 n = w->scan_len;
-    __u64 state = 0, h = FB_FNV_OFFSET, length = 0, counts = 0, end = 0;
+    __u64 state = 0;
+    w->counts = 0;
+    w->header_end = 0;
+    w->call_at = 0;
+    w->length_at = 0;
+    fb_forget();
     if (n > FB_SCAN_MAX)
         n = FB_SCAN_MAX;
 #pragma clang loop unroll(disable)
     for (__u32 i = 0; i < FB_SCAN_MAX; i++) {
         if (i >= n)
             break;
-        __u64 c = w->bytes[i];
-        state = table->next[(state & (FB_SCAN_STATES - 1)) << 8 | c];
-        __u64 flags = table->flags[state & (FB_SCAN_STATES - 1)];
-        /* Branch-free updates: one path per byte keeps the verifier's work linear. */
-        __u64 mask = -(flags & FB_SCAN_HASH);
+        __u64 step = table->step[(state & (FB_SCAN_STATES - 1)) << 8 | w->bytes[i]];
+        state = step;
+        if (step < 256)
+            continue;                         /* no flags */
+        __u64 flags = step >> 8;
+        if (flags & w->stop_flags) {          /* the end, or the first Call-ID */
+            __u64 at_call_id = -((flags >> 2) & 1);
+            w->header_end = (i + 1) & -((flags >> 5) & 1);
+            w->call_at = ((i + 1) & at_call_id) | (w->call_at & ~at_call_id);
+            w->counts += (flags >> 2) & 1;
+            break;
+        }
+        __u64 first = w->call_at;
+        first = ((first | -first) >> 63) ^ 1;                 /* 1 while none was seen */
+        __u64 mask = -((flags >> 2) & first);
+        w->call_at = ((i + 1) & mask) | (w->call_at & ~mask);
+        mask = -((flags >> 3) & 1);
+        w->length_at = ((i + 1) & mask) | (w->length_at & ~mask);
+        w->counts += ((flags >> 2) & 1) | ((flags >> 3) & 1) << 16 | ((flags >> 4) & 1) << 32;
+        fb_forget();
+    }
+    fb_forget();
+}
+
+/* Step 2: the hash of the Call-ID value, to its LF. */
+static __always_inline void fb_hash_call_id(struct fb_work *w, struct fb_scan_table *table)
+{
+    __u64 h = FB_FNV_OFFSET, read = 0;
+    __u32 at = w->call_at, n = w->scan_len;
+#pragma clang loop unroll(disable)
+    for (__u32 j = 0; j < FB_CALL_ID_SPAN; j++) {
+        __u32 k = at + j;
+        if (k >= n)
+            break;
+        __u64 c = w->bytes[k & (2 * FB_SCAN_MAX - 1)];
+        __u64 kind = table->call_id_byte[c];
+        if (kind == FB_HASH_END) {
+            read = 1;
+            break;
+        }
+        __u64 mask = kind - 1;                /* FB_HASH_BYTE: all ones; FB_HASH_SKIP: 0 */
         h = (((h ^ c) * FB_FNV_PRIME) & mask) | (h & ~mask);
-        mask = -((flags >> 1) & 1);
-        length = ((length * 10 + c - '0') & mask) | (length & ~mask);
-        counts += ((flags >> 2) & 1) | ((flags >> 3) & 1) << 16 | ((flags >> 4) & 1) << 32;
-        if (flags & FB_SCAN_END) {
-            end = i + 1;
+    }
+    w->call_hash = h;
+    w->call_read = read;
+    fb_forget();
+}
+
+/* Step 3: the Content-Length value: blanks, 1-10 digits, blanks or CR, LF. */
+static __always_inline void fb_read_length(struct fb_work *w)
+{
+    __u64 value = 0, read = 0;
+    __u32 at = w->length_at, n = w->scan_len, digits = 0, phase = 0;
+#pragma unroll
+    for (__u32 j = 0; j < FB_LENGTH_SPAN; j++) {
+        __u32 k = at + j;
+        if (k >= n)
+            break;
+        __u8 c = w->bytes[k & (2 * FB_SCAN_MAX - 1)];
+        if (c >= '0' && c <= '9' && phase < 2 && digits < 10) {
+            value = value * 10 + (c - '0');
+            digits++;
+            phase = 1;
+        } else if (c == '\n' && digits) {
+            read = 1;
+            break;
+        } else if (c == ' ' || c == '\t' || (c == '\r' && digits)) {
+            if (phase == 1)
+                phase = 2;
+        } else {
             break;
         }
     }
-    w->call_hash = h;
-    w->content_length = length;
-    w->counts = counts;
-    w->header_end = end;
+    w->content_length = value;
+    w->length_read = read;
+    fb_forget();
 }
 
 static __always_inline void fb_open_call(struct fb_work *w, int call_known)
@@ -336,7 +414,7 @@ static __always_inline __u8 fb_decide(struct fb_work *w)
 {
     __u32 action = w->action;
     __u64 counts = w->counts;
-    int call_known = (counts & 0xFFFF) == 1;
+    int call_known = w->call_read;
     int credentials = ((counts >> 32) & 0xFFFF) != 0;
     __u8 reason = 0;
 
@@ -366,7 +444,7 @@ static __always_inline __u8 fb_decide(struct fb_work *w)
     }
     if (w->meta.protocol == IPPROTO_TCP && reason == 0) {
         __u64 end = w->header_end;
-        int one_message = end != 0 && ((counts >> 16) & 0xFFFF) == 1 &&
+        int one_message = end != 0 && ((counts >> 16) & 0xFFFF) == 1 && w->length_read &&
                           end + w->content_length == w->meta.payload_len;
         if (!one_message) {
             reason = FB_WHY_TCP_SEGMENT;
@@ -401,8 +479,17 @@ static __always_inline int fb_capture(struct __sk_buff *skb, __u8 direction)
         if (n == 0 || bpf_skb_load_bytes(skb, off, w->bytes, n) < 0)
             n = 0;
         w->scan_len = n;
+        w->stop_flags = FB_SCAN_END;
+        if (w->meta.protocol != IPPROTO_TCP && w->action != FB_ACT_REQUEST)
+            w->stop_flags |= FB_SCAN_CALL_ID;
         fb_count(FB_CNT_CAP_SCANNED);
         fb_scan(w, table);
+        w->call_read = 0;
+        if (w->counts & 0xFFFF)
+            fb_hash_call_id(w, table);
+        w->length_read = 0;
+        if (w->meta.protocol == IPPROTO_TCP && ((w->counts >> 16) & 0xFFFF) == 1)
+            fb_read_length(w);
         w->meta.reason = fb_decide(w);
     }
     if (w->meta.reason == 0)

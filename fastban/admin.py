@@ -18,12 +18,13 @@ import sys
 import time
 
 from fastban import control, state
-from fastban.cli import SETTINGS_FLAGS, add_settings_arguments
+from fastban.cli import SETTINGS_FLAGS, add_settings_arguments, config_path
 from fastban.config import ConfigError, load_settings
-from fastban.dataplane import DataPlane, DataPlaneError
-from fastban.guard import Guard, GuardError, iso
+from fastban.dataplane import DEFAULT_PIN_ROOT, DataPlane, DataPlaneError
+from fastban.guard import GuardError, iso
+from fastban.offline import Offline
 
-PIN_ROOT = "/sys/fs/bpf/fastban"
+PIN_ROOT = DEFAULT_PIN_ROOT
 
 
 class CommandError(Exception):
@@ -81,8 +82,9 @@ def _common(parser) -> None:
 
 
 def _settings(args, **overrides):
+    """The settings the service reads: --config, else /etc/fastban/fastban.toml if it exists."""
     flags = {"control_socket": getattr(args, "control_socket", None), **overrides}
-    return load_settings(args.config, flags)
+    return load_settings(config_path(args), flags)
 
 
 def dispatch(args) -> int:
@@ -107,11 +109,12 @@ def cmd_run(args) -> int:
     for dest in ("count_register_404", "capture_direction", "xdp_mode", "ban_scope",
                  "state_file", "control_socket"):
         overrides[dest] = getattr(args, dest)
-    settings = load_settings(args.config, overrides)
+    path = config_path(args)
+    settings = load_settings(path, overrides)
     iface = _iface(args, settings, must_be_pinned=False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s fastban: %(message)s",
                         stream=sys.stdout)
-    service = Service(settings, iface, config_path=args.config, overrides=overrides,
+    service = Service(settings, iface, config_path=path, overrides=overrides,
                       detach_on_exit=args.detach_on_exit)
     service.run()
     return 0
@@ -144,41 +147,77 @@ def _iface(args, settings, must_be_pinned: bool = True) -> str:
     return iface
 
 
-class _Offline:
-    """The pinned maps and the state file of an interface whose guard is not running."""
+def _offline(args, settings, must_be_pinned: bool = True) -> Offline:
+    try:
+        iface = _iface(args, settings, must_be_pinned)
+    except CommandError:
+        if must_be_pinned:
+            raise
+        iface = None
+    return Offline(settings, iface, PIN_ROOT)
 
-    def __init__(self, args, settings):
-        self.settings = settings
-        self.dataplane = DataPlane.open_pinned(_iface(args, settings))
 
-    def __enter__(self) -> Guard:
-        self.guard = Guard(self.settings, self.dataplane)
-        return self.guard
-
-    def __exit__(self, *exc) -> None:
-        self.guard.save()
-        self.dataplane.close()
+def _warn(offline: Offline) -> None:
+    for warning in offline.warnings:
+        print(f"fastban: {warning}", file=sys.stderr)
 
 
 def cmd_list(args) -> int:
     settings = _settings(args)
-    rows = _ask(settings, "list")
-    if rows is None:
-        with _Offline(args, settings) as guard:
-            rows = guard.listing()
-    if args.json:
-        print(json.dumps({"bans": rows}, indent=2))
-    else:
-        print(format_bans(rows, time.time()))
+    try:
+        with control.Client(settings.control_socket) as client:
+            rows = client.stream("list")
+            print_bans(rows, args.json)
+        return 0
+    except control.NotRunning:
+        pass
+    offline = _offline(args, settings)
+    rows = offline.listing()
+    _warn(offline)
+    print_bans(iter(rows), args.json)
     return 0
+
+
+def print_bans(rows, as_json: bool) -> None:
+    """Writes the rows as they come (a million bans are never one message nor one string)."""
+    out = sys.stdout
+    if as_json:
+        out.write('{"bans": [')
+        for n, row in enumerate(rows):
+            out.write(("\n  " if n == 0 else ",\n  ") + json.dumps(row))
+        out.write("\n]}\n")
+        return
+    now, widths, any_row = time.time(), None, False
+    for chunk in _chunks(rows, 10_000):
+        table = [_cells(row, now) for row in chunk]
+        if widths is None:              # from the first chunk: the columns stay put
+            widths = [max(len(line[i]) for line in [HEADINGS, *table]) for i in range(5)]
+            out.write(_line(HEADINGS, widths) + "\n")
+        for line in table:
+            out.write(_line(line, widths) + "\n")
+        any_row = True
+    if not any_row:
+        out.write("no addresses are blocked\n")
+
+
+def _chunks(rows, size: int):
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def cmd_ban(args) -> int:
     settings = _settings(args)
     record = _ask(settings, "ban", target=args.target, duration=args.duration)
     if record is None:
-        with _Offline(args, settings) as guard:
-            record = guard.ban(args.target, args.duration).to_wire()
+        offline = _offline(args, settings)
+        record = offline.ban(args.target, args.duration)
+        _warn(offline)
     until = "permanently" if record["expires_at"] == 0 else f"until {iso(record['expires_at'])}"
     print(f"banned {record['target']} {until}")
     return 0
@@ -188,17 +227,24 @@ def cmd_unban(args) -> int:
     settings = _settings(args)
     op, arguments = ("unban_all", {}) if args.all else ("unban", {"target": args.target})
     answer = _ask(settings, op, **arguments)
+    only_saved = False
     if answer is None:
-        with _Offline(args, settings) as guard:
-            removed = guard.unban_all() if args.all else guard.unban(args.target)
+        from fastban.guard import as_network
+        offline = _offline(args, settings, must_be_pinned=False)
+        targets = None if args.all else [as_network(args.target)]
+        removed, reached_maps = offline.unban(targets)
+        only_saved = not reached_maps
+        if not reached_maps or not removed:
+            _warn(offline)
     else:
         removed = answer["removed"]
+    where = " (from the saved state only: the kernel maps were not found)" if only_saved else ""
     if args.all:
-        print(f"unbanned {removed} address{'es' if removed != 1 else ''}")
+        print(f"unbanned {removed} address{'es' if removed != 1 else ''}{where}")
         return 0
     if not removed:
         raise CommandError(f"{args.target} is not banned")
-    print(f"unbanned {args.target}")
+    print(f"unbanned {args.target}{where}")
     return 0
 
 
@@ -229,22 +275,17 @@ def cmd_stats(args) -> int:
 
 # -- output ---------------------------------------------------------------------------------
 
-def format_bans(rows: list[dict], now: float) -> str:
-    if not rows:
-        return "no addresses are blocked"
-    table = [("ADDRESS", "BANNED AT", "TIME LEFT", "DROPPED", "FAILURES", "REASON")]
-    for row in rows:
-        table.append((
-            row["target"],
-            iso(row["banned_at"]) if row["banned_at"] else "-",
+HEADINGS = ("ADDRESS", "BANNED AT", "TIME LEFT", "DROPPED", "FAILURES", "REASON")
+
+
+def _cells(row: dict, now: float) -> tuple:
+    return (row["target"], iso(row["banned_at"]) if row["banned_at"] else "-",
             "permanent" if row["time_left"] is None else _span(row["time_left"]),
-            str(row["packets_dropped"]),
-            str(row["failures"]),
-            row["reason"],
-        ))
-    widths = [max(len(line[i]) for line in table) for i in range(5)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[5]
-                     for line in table)
+            str(row["packets_dropped"]), str(row["failures"]), row["reason"])
+
+
+def _line(cells, widths) -> str:
+    return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths)) + "  " + cells[5]
 
 
 def _span(seconds: float) -> str:

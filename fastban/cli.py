@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from fastban import __version__
-from fastban.config import ConfigError, load_settings
+from fastban.config import DEFAULT_CONFIG_PATH, ConfigError, load_settings
 
 # -- settings flags shared by commands ----------------------------------------------------
 
@@ -46,10 +47,17 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                         help="count 404 answers to REGISTER (user enumeration) as failures")
 
 
+def config_path(args) -> str | None:
+    """--config, else the service's file /etc/fastban/fastban.toml when it exists."""
+    if args.config:
+        return args.config
+    return DEFAULT_CONFIG_PATH if os.path.exists(DEFAULT_CONFIG_PATH) else None
+
+
 def settings_from_args(args):
     overrides = {dest: getattr(args, dest, None) for _, dest, _ in SETTINGS_FLAGS}
     overrides["count_register_404"] = getattr(args, "count_register_404", None)
-    return load_settings(args.config, overrides)
+    return load_settings(config_path(args), overrides)
 
 
 # -- replay -------------------------------------------------------------------------------

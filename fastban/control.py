@@ -2,7 +2,9 @@
 
 Each side writes one msgpack map per message; msgpack is self-delimiting, so the stream needs no
 other framing. A request is {"op": NAME, ...arguments}; the answer is {"ok": true, "result": ...}
-or {"ok": false, "error": "one line for the user"}. One connection may carry many requests.
+or {"ok": false, "error": "one line for the user"}. A long answer (the list of a million bans)
+comes as a stream: {"ok": true, "items": [...], "more": true} messages of at most STREAM_CHUNK
+items, the last with "more": false. One connection may carry many requests.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Callable
 import msgpack
 
 MAX_MESSAGE = 64 * 1024 * 1024
+STREAM_CHUNK = 10_000
 
 
 class ControlError(Exception):
@@ -24,6 +27,14 @@ class ControlError(Exception):
 
 class NotRunning(ControlError):
     pass
+
+
+class Stream:
+    """A handler's answer sent in chunks, produced after the handler's lock is released (so a
+    long listing does not hold up the guard)."""
+
+    def __init__(self, items):
+        self.items = items
 
 
 def _read_message(sock: socket.socket, unpacker: msgpack.Unpacker):
@@ -57,12 +68,34 @@ class Client:
 
     def call(self, op: str, **arguments):
         self.sock.sendall(msgpack.packb({"op": op, **arguments}, use_bin_type=True))
+        reply = self._reply()
+        if "items" in reply:
+            return [*reply["items"], *self._rest(reply)]
+        return reply.get("result")
+
+    def stream(self, op: str, **arguments):
+        """The items of a streamed answer, as they arrive."""
+        self.sock.sendall(msgpack.packb({"op": op, **arguments}, use_bin_type=True))
+        reply = self._reply()
+        if "items" not in reply:
+            yield from reply.get("result") or ()
+            return
+        yield from reply["items"]
+        yield from self._rest(reply)
+
+    def _rest(self, reply):
+        while reply.get("more"):
+            reply = self._reply()
+            yield from reply["items"]
+
+    def _reply(self) -> dict:
         reply = _read_message(self.sock, self.unpacker)
         if reply is None:
             raise ControlError("the guard closed the connection")
-        if not reply.get("ok"):
-            raise ControlError(reply.get("error", "request failed"))
-        return reply.get("result")
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            raise ControlError(reply.get("error", "request failed") if isinstance(reply, dict)
+                               else "a malformed answer")
+        return reply
 
     def close(self) -> None:
         self.sock.close()
@@ -105,7 +138,10 @@ class Server:
                     if request is None:
                         return
                     reply = outer._answer(request)
-                    self.request.sendall(msgpack.packb(reply, use_bin_type=True))
+                    if isinstance(reply, Stream):
+                        outer._send_stream(self.request, reply)
+                    else:
+                        self.request.sendall(msgpack.packb(reply, use_bin_type=True))
 
         old_umask = os.umask(0o177)
         try:
@@ -122,9 +158,26 @@ class Server:
             return {"ok": False, "error": "a request is a map with an 'op'"}
         try:
             with self._lock:
-                return {"ok": True, "result": self._handle(request)}
+                result = self._handle(request)
         except (ControlError, ValueError) as error:
             return {"ok": False, "error": str(error)}
+        return result if isinstance(result, Stream) else {"ok": True, "result": result}
+
+    @staticmethod
+    def _send_stream(sock, stream: Stream) -> None:
+        chunk = []
+        try:
+            for item in stream.items:
+                chunk.append(item)
+                if len(chunk) == STREAM_CHUNK:
+                    sock.sendall(msgpack.packb({"ok": True, "items": chunk, "more": True},
+                                               use_bin_type=True))
+                    chunk = []
+        except (ControlError, ValueError) as error:
+            sock.sendall(msgpack.packb({"ok": False, "error": str(error)}, use_bin_type=True))
+            return
+        sock.sendall(msgpack.packb({"ok": True, "items": chunk, "more": False},
+                                   use_bin_type=True))
 
     def start(self) -> None:
         self._thread.start()

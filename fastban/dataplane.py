@@ -74,6 +74,7 @@ FB_CNT_MAX = 12
 FB_CFG_SCOPE_PORTS, FB_CFG_COUNT_404, FB_CFG_RANGES_V4, FB_CFG_RANGES_V6 = 0, 1, 2, 3
 FB_CFG_ALLOW_V4, FB_CFG_ALLOW_V6 = 4, 5
 FB_CFG_GRACE_MS, FB_CFG_ROLES_EGRESS, FB_CFG_ROLES_INGRESS = 6, 7, 8
+FB_CFG_MAX = 12
 FB_ROLE_RESPONSES, FB_ROLE_REQUESTS = 1, 2
 # What each TC hook reads, by the capture setting: where the SIP server's responses pass,
 # and the requests on the other side.
@@ -141,8 +142,8 @@ class FbCallKey(ct.Structure):             # struct fb_call_key
 
 
 class FbScanTable(ct.Structure):           # struct fb_scan_table
-    _fields_ = [("next", ct.c_uint8 * (FB_SCAN_STATES * 256)),
-                ("flags", ct.c_uint8 * FB_SCAN_STATES)]
+    _fields_ = [("step", ct.c_uint16 * (FB_SCAN_STATES * 256)),
+                ("call_id_byte", ct.c_uint8 * 256)]
 
 
 class FbCaptureMeta(ct.Structure):         # struct fb_capture_meta
@@ -448,8 +449,8 @@ class DataPlane:
     def _write_scan_table(self) -> None:
         """The header scan's automaton (fastban/headerscan.py), before any packet is seen."""
         table = FbScanTable()
-        ct.memmove(table.next, headerscan.NEXT, len(headerscan.NEXT))
-        ct.memmove(table.flags, headerscan.FLAGS, len(headerscan.FLAGS))
+        table.step[:] = headerscan.STEPS
+        table.call_id_byte[:] = headerscan.CALL_ID_BYTES
         fd = self.bpf[b"scan_table"].map_fd
         if _lib().bpf_update_elem(fd, ct.byref(ct.c_uint32(0)), ct.byref(table), 0) < 0:
             raise DataPlaneError("cannot write the capture's scan table: "
@@ -632,6 +633,11 @@ class DataPlane:
     def _get_config(self, index: int) -> int:
         value = ct.c_uint32()
         return value.value if self._lookup("config", ct.c_uint32(index), value) else 0
+
+    def config_values(self) -> list[int]:
+        """The config map as the programs read it (FB_CFG_* indexes)."""
+        self._check_open()
+        return [self._get_config(index) for index in range(FB_CFG_MAX)]
 
     # ---- bans ----
 

@@ -86,6 +86,7 @@ class Guard:
             log.warning(warning)
         # The journal does not record evictions from the ban history: BanHistory caps it here.
         self.detector = Detector(settings, BanHistory(self.state.ban_counts))
+        self._restore_trust()
         self._dirty, self._saved_at, self._save_gap = False, 0.0, SAVE_INTERVAL
         self._changes: list = []          # journal entries since the last save
         self._peak_bans = len(self.state.bans)   # most bans active since the whole state was written
@@ -109,8 +110,24 @@ class Guard:
         prefix or a cap changed."""
         self.settings = settings
         kept = self.detector.reconfigure(settings)
+        if not kept:
+            self._restore_trust()
         self._apply_settings()
         log.info("settings reloaded%s", "" if kept else " (failure counts restarted)")
+
+    def _restore_trust(self) -> None:
+        now = self.wall()
+        for network, until in self.state.trusted.items():
+            self.rules.restore_trust(network, until, now)
+
+    def _save_trust(self) -> None:
+        """Trust the rules granted or lengthened goes into the state (and the journal)."""
+        reports = self.rules.trust_reports
+        for network, until in reports:
+            self.state.trusted[network] = until
+            self._changes.append(state.trust_change(network, until))
+        reports.clear()
+        self._dirty = True
 
     def _apply_settings(self) -> None:
         s = self.settings
@@ -127,6 +144,12 @@ class Guard:
         """Makes the kernel map and the saved records agree after a restart or a crash."""
         now, mono = self.wall(), self.monotonic_ns()
         self.dataplane.purge_expired()
+        for target in self.state.lifted:                 # unbanned while no guard ran
+            if self.dataplane.unban(target):
+                log.info("unban %s: lifted by hand while no guard ran", target)
+        if self.state.lifted:
+            self.state.lifted.clear()
+            self._dirty = self._rewrite = True
         in_map = kernel_bans(self.dataplane)
         for target, record in list(self.state.bans.items()):
             if target not in in_map:
@@ -159,6 +182,8 @@ class Guard:
                     new_bans.append(record)
         if detector.unread_challenges:
             self._mark_unread_challenges(offset)
+        if self.rules.trust_reports:
+            self._save_trust()
         return new_bans
 
     def _mark_unread_challenges(self, offset: float) -> None:
@@ -174,6 +199,9 @@ class Guard:
         now = self.wall()
         new_bans = [record for verdict in self.detector.expire(now - EXPIRE_LAG)
                     if (record := self.ban_decided(verdict))]
+        if len(self.state.trusted) > 2 * self.settings.max_sources:   # lapsed trust
+            self.state.trusted = {network: until for network, until in self.state.trusted.items()
+                                  if until > now}
         expired = 0
         while self._expiries and self._expiries[0][0] <= now and expired < EXPIRE_BATCH:
             expires_at, _, target = heapq.heappop(self._expiries)
@@ -309,6 +337,16 @@ class Guard:
         return ban_rows(kernel_bans(self.dataplane), self.state.bans, self.wall(),
                         self.monotonic_ns())
 
+    def listing_later(self):
+        """The rows of listing(), made when iterated: only the records are copied now (under
+        the caller's lock); the kernel maps are read after, while the guard goes on."""
+        records, now, mono = dict(self.state.bans), self.wall(), self.monotonic_ns()
+        dataplane = self.dataplane
+
+        def rows():
+            yield from iter_ban_rows(kernel_bans(dataplane), records, now, mono)
+        return rows()
+
     def stats(self) -> dict:
         counters = self.dataplane.counters()
         rules, reader = self.rules.stats, self.detector.reader.stats
@@ -352,11 +390,14 @@ def kernel_bans(dataplane) -> dict:
 
 def ban_rows(bans: dict, records: dict, now: float, mono_now: int) -> list[dict]:
     """One row per ban in the kernel map, joined with its record: the list of blocked addresses."""
-    rows = []
+    return list(iter_ban_rows(bans, records, now, mono_now))
+
+
+def iter_ban_rows(bans: dict, records: dict, now: float, mono_now: int):
     for target in sorted(bans, key=lambda network: (network.version, network)):
         ban, record = bans[target], records.get(target)
         expires_at = expiry_to_wall(ban.expires_ns, now, mono_now)
-        rows.append({
+        yield {
             "target": str(target),
             "reason": record.reason if record else FOUND_IN_MAP,
             "failures": record.failures if record else 0,
@@ -364,8 +405,7 @@ def ban_rows(bans: dict, records: dict, now: float, mono_now: int) -> list[dict]
             "expires_at": expires_at,
             "time_left": None if expires_at == 0 else max(0.0, round(expires_at - now, 3)),
             "packets_dropped": ban.hits,
-        })
-    return rows
+        }
 
 
 def _duration(record: BanRecord) -> str:

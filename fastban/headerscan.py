@@ -3,39 +3,41 @@
 The TC program (bpf/tc_capture.c) decides what to copy to user space from four facts about
 the first SIP message of a packet: the hash of its Call-ID, whether it carries credentials
 (Authorization or Proxy-Authorization), where its header section ends and its Content-Length.
-It reads them with a byte automaton: for each byte, ``state = NEXT[state][byte]``, and the flags
-of the new state say what the byte was. The table is built here once, written into the kernel
-map ``scan_table`` by fastban.dataplane, and run by :func:`scan` in Python, so that tests and
-user space know exactly what the kernel concluded from the same bytes.
+It reads them in three steps, which :func:`scan` repeats in Python, so that tests and user
+space know exactly what the kernel concluded from the same bytes:
 
-What the automaton reads (header names case-insensitive, compact forms ``i`` and ``l``):
+1. A byte automaton over at most ``SCAN_MAX`` bytes: for each byte,
+   ``state = NEXT[state][byte]``, and the flags of the new state say what the byte was. The
+   table is built here once and written into the kernel map ``scan_table``. It skips the start
+   line and folded continuation lines, and finds (header names case-insensitive, compact forms
+   ``i`` and ``l``) the colon of every ``Call-ID`` / ``i``, ``Content-Length`` / ``l``,
+   ``Authorization`` and ``Proxy-Authorization`` header, and the empty line (CRLF or a bare LF)
+   that ends the header section: ``header_end`` is the offset just after it.
+   For a UDP response, whose Call-ID is all the kernel needs, it stops at the first Call-ID's
+   colon (``stop_at_call_id``).
+2. The 64-bit FNV-1a hash (:func:`call_hash`) of the first Call-ID's value (the parser reads
+   the first one too): its bytes but SP, HT and CR, up to the LF, which must come within
+   ``CALL_ID_SPAN`` bytes.
+3. When there is exactly one Content-Length: its value, which must be blanks, 1 to 10 digits,
+   blanks or CR, then LF, within ``LENGTH_SPAN`` bytes (as the parser reads it).
 
-* the start line is skipped; a line that begins with SP or HT (a folded continuation) is
-  skipped;
-* ``Call-ID`` / ``i``: every byte of the value except SP, HT and CR is hashed (64-bit FNV-1a,
-  :func:`call_hash`); the scan counts Call-ID headers and the hash is only trusted for one;
-* ``Content-Length`` / ``l``: the digits of the value; any other byte after a digit makes the
-  value unusable (counted as a second Content-Length);
-* ``Authorization`` / ``Proxy-Authorization``: counted;
-* the empty line (CRLF or a bare LF) ends the header section: ``header_end`` is the offset just
-  after it.
-
-The kernel scans at most ``SCAN_MAX`` bytes; what it cannot see it treats as unknown and copies
-the packet, so the limit costs copies, never a withheld message.
+What the kernel cannot read (past the scan, a second Call-ID, a value too long or odd) it
+treats as unknown and copies the packet: the limits cost copies, never a withheld message.
 """
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 SCAN_MAX = 2048          # bytes of a message the kernel scans (bpf/fastban.h FB_SCAN_MAX)
+CALL_ID_SPAN = 256       # bytes of a Call-ID value, its LF included (FB_CALL_ID_SPAN)
+LENGTH_SPAN = 24         # bytes of a Content-Length value, its LF included (FB_LENGTH_SPAN)
 STATES = 128             # rows of the table (a power of two: the kernel masks the state)
 
-FLAG_HASH = 1            # the byte belongs to the Call-ID value
-FLAG_DIGIT = 2           # the byte is a digit of the Content-Length value
-FLAG_CALL_ID = 4         # a Call-ID header begins
-FLAG_LENGTH = 8          # a Content-Length header begins (or its value went bad)
-FLAG_CREDENTIALS = 16    # an Authorization or Proxy-Authorization header begins
+FLAG_CALL_ID = 4         # the colon of a Call-ID header: its value follows
+FLAG_LENGTH = 8          # the colon of a Content-Length header
+FLAG_CREDENTIALS = 16    # the colon of an Authorization or Proxy-Authorization header
 FLAG_END = 32            # the header section ended with this byte
 
 FNV_OFFSET = 0xCBF29CE484222325
@@ -51,9 +53,9 @@ CR, LF, COLON = 0x0D, 0x0A, 0x3A
 
 class HeaderScan(NamedTuple):
     call_ids: int             # Call-ID headers seen
-    call_hash: int            # hash of their values (meaningful when call_ids == 1)
-    lengths: int              # Content-Length headers seen (a bad value counts as another)
-    content_length: int       # its digits' value (meaningful when lengths == 1)
+    call_hash: int | None     # hash of the first one's value; None when not readable
+    lengths: int              # Content-Length headers seen
+    content_length: int | None   # the value of the only one; None when not readable
     credentials: int          # Authorization / Proxy-Authorization headers seen
     header_end: int           # offset just after the empty line; 0 = not within the scan
 
@@ -91,13 +93,7 @@ def _build() -> _Table:
     skip = t.state("skip line")
     other_name = t.state("other header name")
     call_id_colon = t.state("Call-ID colon", FLAG_CALL_ID)
-    call_id_blank = t.state("Call-ID blank")
-    call_id_byte = t.state("Call-ID byte", FLAG_HASH)
     length_colon = t.state("Content-Length colon", FLAG_LENGTH)
-    length_blank = t.state("Content-Length blank")
-    length_digit = t.state("Content-Length digit", FLAG_DIGIT)
-    length_bad = t.state("Content-Length bad", FLAG_LENGTH)
-    length_after = t.state("Content-Length after digits")
     credentials_colon = t.state("credentials colon", FLAG_CREDENTIALS)
     prefixes = {}
     for name in _HEADERS:
@@ -138,27 +134,9 @@ def _build() -> _Table:
         t.set(state, LF, line_start)
         t.default(state, other_name)
 
-    for state in (call_id_colon, call_id_blank, call_id_byte):
-        for blank in (*_BLANKS, CR):
-            t.set(state, blank, call_id_blank)
-        t.set(state, LF, line_start)
-        t.default(state, call_id_byte)
-    for state in (length_colon, length_blank):
-        for digit in range(0x30, 0x3A):
-            t.set(state, digit, length_digit)
-        t.set(state, LF, line_start)
-        t.default(state, length_blank)
-    for digit in range(0x30, 0x3A):
-        t.set(length_digit, digit, length_digit)
-    for state in (length_digit, length_after):      # after the digits, only blanks
-        for blank in (*_BLANKS, CR):
-            t.set(state, blank, length_after)
-        t.set(state, LF, line_start)
-        t.default(state, length_bad)
-    t.set(length_bad, LF, line_start)
-    t.default(length_bad, skip)
-    t.set(credentials_colon, LF, line_start)
-    t.default(credentials_colon, skip)
+    for colon in (call_id_colon, length_colon, credentials_colon):     # the value: skipped
+        t.set(colon, LF, line_start)
+        t.default(colon, skip)
 
     for name, row in zip(t.index, t.rows):
         if None in row:
@@ -173,6 +151,10 @@ START = _TABLE.index["start line"]
 NEXT = bytes(b for row in _TABLE.rows for b in row) + bytes(256 * (STATES - len(_TABLE.rows)))
 FLAGS = bytes(_TABLE.flags) + bytes(STATES - len(_TABLE.flags))
 STATE_NAMES = tuple(_TABLE.index)
+# The kernel's form (struct fb_scan_table): per (state, byte), the next state and its flags;
+# per byte, what it is to the Call-ID hash (0 hashed, 1 skipped, 2 the end).
+STEPS = [FLAGS[n] << 8 | n for n in NEXT]
+CALL_ID_BYTES = bytes(2 if b == LF else 1 if b in (0x20, 0x09, CR) else 0 for b in range(256))
 
 
 def call_hash(value: bytes) -> int:
@@ -184,22 +166,38 @@ def call_hash(value: bytes) -> int:
     return h
 
 
-def scan(message: bytes, limit: int = SCAN_MAX) -> HeaderScan:
+_LENGTH_VALUE = re.compile(rb"[ \t]*([0-9]{1,10})[ \t\r]*\n")
+
+
+def scan(message: bytes, limit: int = SCAN_MAX, stop_at_call_id: bool = False) -> HeaderScan:
     """What the kernel reads from the first ``limit`` bytes of a SIP message."""
-    state, h, length = START, FNV_OFFSET, 0
-    call_ids = lengths = credentials = header_end = 0
-    for offset, byte in enumerate(message[:limit]):
+    data = message[:limit]
+    state = START
+    call_ids = lengths = credentials = header_end = call_at = length_at = 0
+    for offset, byte in enumerate(data):
         state = NEXT[state << 8 | byte]
         flags = FLAGS[state]
         if flags:
-            if flags & FLAG_HASH:
-                h = ((h ^ byte) * FNV_PRIME) & _MASK64
-            if flags & FLAG_DIGIT:
-                length = (length * 10 + byte - 0x30) & _MASK64
-            call_ids += flags >> 2 & 1
-            lengths += flags >> 3 & 1
+            if flags & FLAG_CALL_ID:
+                call_ids += 1
+                call_at = call_at or offset + 1
+                if stop_at_call_id:
+                    break
+            if flags & FLAG_LENGTH:
+                lengths, length_at = lengths + 1, offset + 1
             credentials += flags >> 4 & 1
             if flags & FLAG_END:
                 header_end = offset + 1
                 break
-    return HeaderScan(call_ids, h, lengths, length, credentials, header_end)
+    call = None
+    if call_ids:
+        value = data[call_at:call_at + CALL_ID_SPAN]
+        lf = value.find(b"\n")
+        if lf >= 0:
+            call = call_hash(value[:lf])
+    length = None
+    if lengths == 1:
+        match = _LENGTH_VALUE.match(data, length_at, min(len(data), length_at + LENGTH_SPAN))
+        if match:
+            length = int(match.group(1))
+    return HeaderScan(call_ids, call, lengths, length, credentials, header_end)

@@ -94,6 +94,7 @@ PROVEN_KINDS = frozenset({KIND_BAD_401, KIND_BAD_407, KIND_BAD_403})
 # A nonce counts as issued to an address this long after the server sent it (longer than the
 # nonce lifetimes of Kamailio, Asterisk and FreeSWITCH).
 NONCE_MEMORY = 3600.0
+TRUST_REPORT_SHARE = 0.1
 
 STAT_KEYS = (
     "responses_seen",       # final and provisional responses given to observe()
@@ -241,6 +242,10 @@ class FailureRules:
         self._challenged: OrderedDict[int, float] = OrderedDict() # peer key -> last 401/407
         self._nonces: OrderedDict[tuple, float] = OrderedDict()   # (peer key, nonce) -> issued at
         self._trusted: OrderedDict[int, float] = OrderedDict()    # source key -> trusted until
+        # New or lengthened trust, for the controller to save: (network, until); a source's
+        # trust is reported again only when it grew by TRUST_REPORT_SHARE of trust_time.
+        self.trust_reports: list = []
+        self._reported: dict[int, float] = {}
         self._sources: OrderedDict[int, list] = OrderedDict()     # source key -> [(time, kind)]
         # source key -> record sequence number at its last ban / forget(): Call-ID records of
         # that source numbered up to it are stale
@@ -344,10 +349,17 @@ class FailureRules:
 
     def _trust(self, source: int, now: float) -> None:
         self.stats["logins"] += 1
-        if self.settings.trust_time <= 0:
+        trust_time = self.settings.trust_time
+        if trust_time <= 0:
             return
-        _bounded_set(self._trusted, source, now + self.settings.trust_time,
-                     self.settings.max_sources)
+        until = now + trust_time
+        _bounded_set(self._trusted, source, until, self.settings.max_sources)
+        reported = self._reported
+        if until - reported.get(source, 0.0) > trust_time * TRUST_REPORT_SHARE:
+            reported[source] = until
+            self.trust_reports.append((self._network(source), until))
+            if len(reported) > 2 * self.settings.max_sources:      # some left at the cap
+                self._reported = {k: v for k, v in reported.items() if k in self._trusted}
         history = self._sources.get(source)
         if history:
             history[:] = [f for f in history if f[1] in PROVEN_KINDS]
@@ -532,6 +544,7 @@ class FailureRules:
             if until > now:
                 break
             del trusted[key]
+            self._reported.pop(key, None)
         return decisions
 
     def next_expiry(self) -> float | None:
@@ -567,6 +580,7 @@ class FailureRules:
             key = self._key(int(network.network_address), network.version)
             if until > self._trusted.get(key, 0.0):
                 _bounded_set(self._trusted, key, until, self.settings.max_sources)
+                self._reported[key] = until
 
     @property
     def open_challenges(self) -> int:

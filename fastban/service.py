@@ -64,7 +64,7 @@ class Service:
         op = request["op"]
         try:
             if op == "list":
-                return self.guard.listing()
+                return control.Stream(self.guard.listing_later())
             if op == "stats":
                 return {**self.guard.stats(), "iface": self.iface, "xdp_mode": self.mode}
             if op == "ban":

@@ -1,4 +1,5 @@
 """The operator's commands fail with one line that says what to do, and the right exit code."""
+import json
 import os
 import shutil
 import subprocess
@@ -7,7 +8,7 @@ import sys
 import pytest
 
 from conftest import require_tool
-from fastban.admin import format_bans
+from fastban.admin import print_bans
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,20 +70,26 @@ def test_unban_needs_a_target_or_all():
     assert result.returncode == 2 and "target" in result.stderr.lower()
 
 
-def test_list_table_format():
+def test_list_table_format(capsys):
     rows = [{"target": "203.0.113.9/32", "reason": "10 failures in 412 s: 10×403",
              "failures": 10, "banned_at": 1764460800.0, "expires_at": 1764504000.0,
              "time_left": 3725.0, "packets_dropped": 1234},
             {"target": "2001:db8::/64", "reason": "banned by hand", "failures": 0,
              "banned_at": None, "expires_at": 0.0, "time_left": None, "packets_dropped": 0}]
-    lines = format_bans(rows, 0).splitlines()
+    print_bans(iter(rows), as_json=False)
+    lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["ADDRESS", "BANNED", "AT", "TIME", "LEFT", "DROPPED",
                                 "FAILURES", "REASON"]
     assert lines[1].split()[:5] == ["203.0.113.9/32", "2025-11-30T00:00:00Z", "1h02m", "1234",
                                     "10"]
     assert lines[1].endswith("10 failures in 412 s: 10×403")
     assert lines[2].split()[:5] == ["2001:db8::/64", "-", "permanent", "0", "0"]
-    assert format_bans([], 0) == "no addresses are blocked"
+    print_bans(iter([]), as_json=False)
+    assert capsys.readouterr().out == "no addresses are blocked\n"
+    print_bans(iter(rows), as_json=True)
+    assert json.loads(capsys.readouterr().out) == {"bans": rows}
+    print_bans(iter([]), as_json=True)
+    assert json.loads(capsys.readouterr().out) == {"bans": []}
 
 
 def test_missing_kernel_headers_say_what_to_run(kernel, tmp_path):

@@ -89,3 +89,34 @@ def test_a_second_server_on_a_live_socket_is_refused_a_stale_one_replaced(tmp_pa
             assert client.call("echo", value="x") == {"got": "x"}
     finally:
         replacement.stop()
+
+
+def test_a_long_answer_comes_in_chunks_made_after_the_lock_is_released(tmp_path, monkeypatch):
+    monkeypatch.setattr(control, "STREAM_CHUNK", 7)
+    lock = threading.Lock()
+    seen_locked = []
+
+    def rows():
+        for n in range(30):
+            seen_locked.append(lock.locked())
+            yield {"n": n}
+
+    def handle(request):
+        if request["op"] == "fail":
+            def failing():
+                yield {"n": 0}
+                raise control.ControlError("the maps went away")
+            return control.Stream(failing())
+        return control.Stream(rows())
+
+    server = control.Server(str(tmp_path / "run" / "control.sock"), handle, lock)
+    server.start()
+    try:
+        with control.Client(server.path) as client:
+            assert [row["n"] for row in client.stream("list")] == list(range(30))
+            assert client.call("list") == [{"n": n} for n in range(30)]
+            with pytest.raises(control.ControlError, match="the maps went away"):
+                list(client.stream("fail"))
+    finally:
+        server.stop()
+    assert seen_locked and not any(seen_locked)

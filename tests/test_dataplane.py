@@ -589,12 +589,22 @@ SCAN_CORPUS = [
     b"Call-ID: real\r\n\r\n",
     b"SIP/2.0 407 Proxy Auth\r\nCall-ID: \xff\xfe-high-bytes-\x80\r\n\r\n",
     b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP h\r\nContent-Length: 0\r\n\r\n",
+    b"SIP/2.0 401 Unauthorized\r\nCall-ID: " + b"long" * 70 + b"\r\n\r\n",
+]
+
+
+REQUEST_SCAN_CORPUS = [
+    _request("first-of-two", credentials=True).replace(b"CSeq:", b"Call-ID: second\r\nCSeq:"),
+    _request("plain", credentials=True, method="INVITE"),
+    b"REGISTER sip:lab SIP/2.0\r\nl: 0\r\ni:compact\r\nProxy-Authorization: Digest a=b\r\n\r\n",
+    b"OPTIONS sip:lab SIP/2.0\r\nAUTHORIZATION: Digest x=y\r\nCall-ID:\r\n\r\n",
 ]
 
 
 def test_kernel_header_scan_agrees_with_fastban_headerscan(dp, rig, collector):
     """The kernel runs the same automaton as headerscan.scan(): the Call-ID it marks is the
-    hash the Python side computes, and a message without exactly one Call-ID marks the peer."""
+    hash the Python side computes (the first Call-ID's, as the parser reads it), and a message
+    whose Call-ID it cannot read marks every Call-ID of the peer open."""
     from scapy.layers.inet import IP as ScapyIP, UDP
     from scapy.layers.l2 import Ether
 
@@ -602,17 +612,33 @@ def test_kernel_header_scan_agrees_with_fastban_headerscan(dp, rig, collector):
     peer = CLI4[3]
     eth = Ether(src=rig.srv_mac, dst=rig.cli_mac)
     for message in SCAN_CORPUS:
-        expected = headerscan.scan(message)
+        expected = headerscan.scan(message, stop_at_call_id=True)
+        assert expected.call_hash == headerscan.scan(message).call_hash
         before_calls = set(dp.open_calls())
         frame = eth / ScapyIP(src=SRV4, dst=peer) / UDP(sport=5060, dport=5062) / message
         _write_frames(rig.srv, rig.srv_if, [frame])
         [got] = collector.wait(1)
         added = set(dp.open_calls()) - before_calls
-        if expected.call_ids == 1:
+        if expected.call_hash is not None:
             assert (IP(peer), expected.call_hash) in dp.open_calls(), message
             assert added <= {(IP(peer), expected.call_hash)}, message
         else:
             assert added == set(), message
+            assert dp.challenged_peers()[IP(peer)][1] == got.ktime_ns, message
+    # Requests are scanned to their end (credentials may come late): the Call-ID they open is
+    # still the first one.
+    for message in REQUEST_SCAN_CORPUS:
+        expected = headerscan.scan(message)
+        assert expected.credentials
+        before_calls = set(dp.open_calls())
+        _send_requests(rig, peer, [message])
+        [got] = collector.wait(1)
+        assert got.kind == "request"
+        added = set(dp.open_calls()) - before_calls
+        if expected.call_hash is not None:
+            assert (IP(peer), expected.call_hash) in dp.open_calls(), message
+            assert added <= {(IP(peer), expected.call_hash)}, message
+        else:
             assert dp.challenged_peers()[IP(peer)][1] == got.ktime_ns, message
 
 

@@ -326,3 +326,41 @@ def test_an_unreadable_state_path_stops_the_start_with_one_line(tmp_path):
                                     "control_socket": str(tmp_path / "control.sock")})
     with pytest.raises(StateError, match="cannot read the state file .*: Not a directory"):
         Guard(settings, _CountersOnly())
+
+
+def test_a_reload_that_changes_only_times_keeps_the_failure_counts(dataplane, settings_for):
+    guard = Guard(settings_for(maxretry=3, findtime=600, bantime=600), dataplane)
+    guard.handle_packets(forbidden(ATTACKER, 2))
+    assert guard.rules.failures_of(ATTACKER) == 2
+    guard.reload(settings_for(maxretry=3, findtime=1200, bantime=60, bantime_increment=True))
+    assert guard.rules.failures_of(ATTACKER) == 2
+    [record] = guard.handle_packets(forbidden(ATTACKER, 1, call_id="third"))
+    assert round(record.expires_at - record.banned_at) == 60
+    guard.reload(settings_for(maxretry=3, ipv6_ban_prefix=64))       # the keys change
+    assert guard.rules.failures_of(ATTACKER) == 0
+    guard.unban_all()
+
+
+def test_trust_is_saved_and_restored_across_a_restart(dataplane, settings_for):
+    """A phone logged in; after a restart its address is still trusted, so forged failures
+    still count nothing."""
+    from traces import sip_request
+    settings = settings_for(maxretry=2)
+    guard = Guard(settings, dataplane)
+    office = ipaddress.ip_address("10.240.0.50")
+    challenge = sip_response(401, call_id="reg", branch="z9hG4bKa", via_host=str(office))
+    login = sip_request("REGISTER", call_id="reg", branch="z9hG4bKb", via_host=str(office),
+                        auth=True)
+    from fastban.dataplane import CapturedPacket
+    first = captured(office, challenge, 401)                 # in this order on the wire
+    request = CapturedPacket(office, ipaddress.ip_address("10.240.0.1"), 5060, 5060, "udp", 0,
+                             login, time.monotonic_ns(), kind="request", payload_len=len(login))
+    answer = captured(office, sip_response(200, call_id="reg", branch="z9hG4bKb",
+                                           via_host=str(office)), 200)
+    guard.handle_packets([answer, request, first])           # the CPUs' rings interleave
+    assert guard.rules.is_trusted(office, time.time()) and guard.stats()["logins"] == 1
+    guard.save()
+    again = Guard(settings, dataplane)
+    assert again.rules.is_trusted(office, time.time())
+    assert again.handle_packets(forbidden(office, 5)) == []
+    assert again.stats()["unproven_of_trusted"] == 5
