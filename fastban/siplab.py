@@ -44,6 +44,7 @@ timeouts) and -trace_stat file (successful and failed calls).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import ctypes
 import ipaddress
@@ -71,10 +72,13 @@ PHONE_V4, PHONE_V6 = "198.51.100.10", "2001:db8:100::10"
 ROUTER_PHONE_V4, ROUTER_PHONE_V6 = "198.51.100.1", "2001:db8:100::1"
 ROUTER_ATTACKER_V4, ROUTER_ATTACKER_V6 = "203.0.113.1", "2001:db8:113::1"
 MAX_ATTACKERS = 200
+MAX_OFFICES = 10
+FORGER_V4, FORGER_V6 = "203.0.113.250", "2001:db8:113::fa"
 
 DEFAULT_USERS = {"1001": "phone-1001-secret", "1002": "phone-1002-secret"}
 PHONE_USER = "1001"
 REALM = "fastban.lab"
+OFFICE_ACCOUNT_BASE = 3000       # the office accounts are 3000, 3001, ... (office_accounts of them)
 
 _REQ_LINE = re.compile(r"FBLAB REQ src=(\S+) sport=(\d+) proto=(\S+) method=(\S+) callid=(\S*)")
 _REP_LINE = re.compile(r"FBLAB REP (\d{3}) dst=(\S+)")
@@ -91,6 +95,27 @@ def attacker_addresses(index: int) -> tuple[str, str]:
     if not 0 <= index < MAX_ATTACKERS:
         raise SipLabError(f"attacker index {index} outside 0..{MAX_ATTACKERS - 1}")
     return f"203.0.113.{10 + index}", f"2001:db8:113::{10 + index:x}"
+
+
+def office_public_addresses(index: int) -> tuple[str, str]:
+    """The IPv4 and IPv6 address office `index` (0-based) is seen from, on the phone's subnets."""
+    _check_office_index(index)
+    return f"198.51.100.{20 + index}", f"2001:db8:100::{20 + index}"
+
+
+def office_private_addresses(index: int) -> tuple[str, str]:
+    """The IPv4 and IPv6 address of the phones of office `index`, behind its NAT."""
+    _check_office_index(index)
+    return f"192.168.{50 + index}.2", f"fd00:{50 + index}::2"
+
+
+def _office_gateway_private_addresses(index: int) -> tuple[str, str]:
+    return f"192.168.{50 + index}.1", f"fd00:{50 + index}::1"
+
+
+def _check_office_index(index: int) -> None:
+    if not 0 <= index < MAX_OFFICES:
+        raise SipLabError(f"office index {index} outside 0..{MAX_OFFICES - 1}")
 
 
 @dataclass(frozen=True)
@@ -190,49 +215,82 @@ class AttackResult:
         return self.run.requests_by_method()
 
 
-class _SippProcess:
-    """A running sipp in a client namespace, its files in its own directory."""
+class _Background:
+    """A program running in a lab namespace in its own process group, its output in a file of
+    its own directory; stopped (SIGTERM to the group, then SIGKILL) by stop() or the lab's close.
+    """
 
-    def __init__(self, ns: netns.Namespace, workdir: Path, args: list[str], bound: float):
+    def __init__(self, ns: netns.Namespace, workdir: Path, args: list[str], bound: float,
+                 output: str = "out.txt", env: dict[str, str] | None = None):
         self.workdir = workdir
+        self.program = Path(args[0]).name
         self.bound = bound
         self.started = time.monotonic()
-        self._stdout = open(workdir / "sipp.out", "wb")
-        self.proc = ns.popen(["sipp", *args], cwd=workdir, stdin=subprocess.DEVNULL,
-                             stdout=self._stdout, stderr=subprocess.STDOUT,
+        self.output_path = workdir / output
+        self._output = open(self.output_path, "wb")
+        self.proc = ns.popen(args, cwd=workdir, stdin=subprocess.DEVNULL,
+                             stdout=self._output, stderr=subprocess.STDOUT,
+                             env=None if env is None else {**os.environ, **env},
                              start_new_session=True, preexec_fn=_child_setup(os.getpid()))
-        self.result_run: ClientRun | None = None
 
     def running(self) -> bool:
         return self.proc.poll() is None
 
-    def wait_run(self, timeout: float | None = None) -> ClientRun:
-        if self.result_run is not None:
-            return self.result_run
+    def wait_exit(self, timeout: float | None = None) -> int:
+        """Waits for the program to end by itself (at most its bound, or `timeout`); one that
+        does not is stopped and SipLabError raised."""
         if timeout is None:
             timeout = max(0.0, self.started + self.bound - time.monotonic()) + 5
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.stop()
-            raise SipLabError(f"sipp did not finish within {timeout:.0f} s; stopped it "
-                              f"(output in {self.workdir})")
-        return self._collect()
+            self.stop_process()
+            raise SipLabError(f"{self.program} did not finish within {timeout:.0f} s; stopped "
+                              f"it (output in {self.workdir})")
+        return self.proc.returncode
 
-    def stop(self) -> ClientRun:
-        """Stops sipp (SIGTERM to its own process group, then SIGKILL) and reads its files."""
+    def stop_process(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
-            _signal_group(self.proc, signal.SIGTERM)
+            _signal_group(self.proc, sig)
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 _signal_group(self.proc, signal.SIGKILL)
                 self.proc.wait(timeout=5)
+        if not self._output.closed:
+            self._output.close()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace") if self.output_path.exists() else ""
+
+    def stop(self):
+        return self.stop_process()
+
+
+class _SippProcess(_Background):
+    """A running sipp in a client namespace, its files in its own directory."""
+
+    def __init__(self, ns: netns.Namespace, workdir: Path, args: list[str], bound: float,
+                 env: dict[str, str] | None = None):
+        super().__init__(ns, workdir, ["sipp", *args], bound, output="sipp.out", env=env)
+        self.result_run: ClientRun | None = None
+
+    def wait_run(self, timeout: float | None = None) -> ClientRun:
+        if self.result_run is not None:
+            return self.result_run
+        self.wait_exit(timeout)
+        return self._collect()
+
+    def stop(self) -> ClientRun:
+        """Stops sipp (SIGTERM to its own process group, then SIGKILL) and reads its files."""
+        self.stop_process()
         return self._collect()
 
     def _collect(self) -> ClientRun:
         if self.result_run is None:
-            self._stdout.close()
+            if not self._output.closed:
+                self._output.close()
             self.result_run = _read_sipp_files(self.workdir, self.proc.returncode)
         return self.result_run
 
@@ -351,6 +409,370 @@ def _attack_result(run: ClientRun) -> AttackResult:
     return AttackResult(run.requests_sent, run.responses(), run.timeouts, run)
 
 
+# ----------------------------------------------------------------------------- the office
+
+
+PHONE_EVENTS = ("start", "ok", "busy", "rejected", "timeout")
+PHONE_KINDS = ("REGISTER", "OPTIONS", "INVITE", "BYE")
+_PHONE_LINE = re.compile(r"FBPHONE phone=(\d+) user=(\S*) port=(\d+) kind=(\w+) event=(\w+)")
+
+
+@dataclass
+class DialogTally:
+    """One kind of dialog of office phones (REGISTER, OPTIONS, INVITE = a call, BYE): how many
+    were sent and how they ended, as the phones logged them."""
+    sent: int = 0
+    ok: int = 0          # 200 (for INVITE: the call was answered)
+    busy: int = 0        # INVITE only: 486
+    rejected: int = 0    # the server challenged the credentials again (authentication failed)
+    timeouts: int = 0    # no answer within the response timeout
+
+    @property
+    def answered(self) -> int:
+        return self.ok + self.busy
+
+    @property
+    def failed(self) -> int:
+        return self.rejected + self.timeouts
+
+    def add(self, event: str) -> None:
+        if event == "start":
+            self.sent += 1
+        elif event == "timeout":
+            self.timeouts += 1
+        else:
+            setattr(self, event, getattr(self, event) + 1)
+
+
+@dataclass
+class PhoneTally:
+    """One office phone: its account, its own source port (inside the office) and its dialogs."""
+    phone: int                      # sipp's call number, 1..count
+    user: str
+    port: int
+    dialogs: dict[str, DialogTally] = field(
+        default_factory=lambda: {kind: DialogTally() for kind in PHONE_KINDS})
+
+    @property
+    def registrations_ok(self) -> int:
+        return self.dialogs["REGISTER"].ok
+
+
+@dataclass
+class OfficeResult:
+    """What the office phones did, phone by phone (from their log) and in packets (sipp's counts).
+
+    by_kind totals the phones' dialogs; `run` is sipp's own view (packets sent, retransmissions,
+    unexpected messages)."""
+    phones: list[PhoneTally]
+    by_kind: dict[str, DialogTally]
+    run: ClientRun
+
+    @property
+    def registrations_ok(self) -> int:
+        return self.by_kind["REGISTER"].ok
+
+    @property
+    def phones_registered(self) -> int:
+        """Phones with at least one successful registration."""
+        return sum(1 for p in self.phones if p.registrations_ok > 0)
+
+    @property
+    def calls_made(self) -> int:
+        return self.by_kind["INVITE"].sent
+
+    @property
+    def calls_answered(self) -> int:
+        """Calls the server answered 200 (then ACKed, held, and ended by BYE)."""
+        return self.by_kind["INVITE"].ok
+
+    @property
+    def calls_busy(self) -> int:
+        """Calls the server answered 486."""
+        return self.by_kind["INVITE"].busy
+
+    @property
+    def auth_rejections(self) -> int:
+        """Requests whose good credentials the server did not accept: must be 0."""
+        return sum(t.rejected for t in self.by_kind.values())
+
+    @property
+    def failures(self) -> int:
+        """Dialogs that ended in a rejection or a timeout."""
+        return sum(t.failed for t in self.by_kind.values())
+
+    @property
+    def ports(self) -> set[int]:
+        return {p.port for p in self.phones}
+
+    @property
+    def requests_sent(self) -> int:
+        """Requests put on the wire, ACKs and retransmissions included."""
+        return self.run.requests_sent
+
+
+def _office_result(run: ClientRun, log: Path) -> OfficeResult:
+    phones: dict[int, PhoneTally] = {}
+    totals = {kind: DialogTally() for kind in PHONE_KINDS}
+    text = log.read_text(errors="replace") if log.exists() else ""
+    for m in _PHONE_LINE.finditer(text):
+        number, user, port, kind, event = (int(m.group(1)), m.group(2), int(m.group(3)),
+                                           m.group(4), m.group(5))
+        if kind not in totals or event not in PHONE_EVENTS:
+            continue
+        phone = phones.setdefault(number, PhoneTally(number, user, port))
+        phone.dialogs[kind].add(event)
+        totals[kind].add(event)
+    return OfficeResult([phones[n] for n in sorted(phones)], totals, run)
+
+
+class OfficePhonesHandle:
+    """The phones of an office running in the background; wait() or stop() gives the result."""
+
+    def __init__(self, sipp: _SippProcess, office: Office, count: int, transport: str):
+        self._sipp = sipp
+        self.office = office
+        self.count = count
+        self.transport = transport
+
+    def running(self) -> bool:
+        return self._sipp.running()
+
+    def wait(self, timeout: float | None = None) -> OfficeResult:
+        return _office_result(self._sipp.wait_run(timeout), self._sipp.workdir / "phones.log")
+
+    def stop(self) -> OfficeResult:
+        return _office_result(self._sipp.stop(), self._sipp.workdir / "phones.log")
+
+
+class Office:
+    """An office behind NAT: phones on private addresses in `namespace`, and a gateway
+    (`gateway_namespace`) on the bridge with the office's public address that masquerades them
+    (nftables, IPv4 and IPv6). The server sees every phone of the office as this one public
+    address, each phone with its own source port.
+
+    Made by SipLab.add_office(). The phones are one sipp process (office_phone.xml), one sipp
+    "call" per phone for the whole run, each with its own socket; the accounts are the lab's
+    office accounts (3000, 3001, ...), all with the right password."""
+
+    def __init__(self, lab: SipLab, index: int, namespace: netns.Namespace,
+                 gateway_namespace: netns.Namespace, lan_iface: str, wan_iface: str):
+        self.lab = lab
+        self.index = index
+        self.namespace = namespace
+        self.gateway_namespace = gateway_namespace
+        self.lan_iface = lan_iface          # in `namespace`: the phones' interface
+        self.wan_iface = wan_iface          # in `gateway_namespace`: the public side
+
+    def public_address(self, family: int = 4) -> str:
+        return office_public_addresses(self.index)[_family_index(family)]
+
+    def private_address(self, family: int = 4) -> str:
+        return office_private_addresses(self.index)[_family_index(family)]
+
+    def start_phones(self, count: int = 50, duration: float = 180.0, family: int = 4,
+                     transport: str = "udp", shared_account: bool = False,
+                     register_interval: float | None = 60.0,
+                     options_interval: float | None = 15.0,
+                     call_interval: float | None = 120.0, call_hold: float = 3.0,
+                     answer_share: float = 0.5, start_rate: float = 20.0,
+                     response_timeout: float = 5.0, first_account: int = 0,
+                     seed: int | None = None) -> OfficePhonesHandle:
+        """Starts `count` phones for `duration` seconds; returns a handle to wait() for or stop().
+
+        Each phone registers when it starts (start_rate phones a second boot), then until the
+        deadline does, at random, on average every register_interval seconds a registration,
+        every options_interval an OPTIONS keep-alive and every call_interval a call (None: never);
+        a call asks to be answered 200 with probability answer_share (else 486) and an answered
+        call lasts call_hold seconds (0.5 to 1.5 times it) before the BYE. Each phone has its own
+        account, lab.office_accounts[first_account + i]; shared_account: all phones register the
+        one account lab.office_accounts[first_account], so the 200 OK lists every phone's
+        contact. seed: sipp's random generator (GSL_RNG_SEED); default random."""
+        if not 1 <= count <= 1000:
+            raise SipLabError("count must be 1..1000")
+        if not 0 < duration <= 24 * 3600:
+            raise SipLabError("duration must be positive, at most a day")
+        if not 0 <= answer_share <= 1:
+            raise SipLabError("answer_share must be 0..1")
+        if start_rate <= 0 or response_timeout <= 0 or call_hold < 0:
+            raise SipLabError("start_rate and response_timeout positive, call_hold not negative")
+        accounts = self.lab.office_accounts
+        needed = 1 if shared_account else count
+        if first_account < 0 or first_account + needed > len(accounts):
+            raise SipLabError(f"the lab has {len(accounts)} office accounts; {needed} from "
+                              f"{first_account} do not fit (SipLab(office_accounts=...))")
+        chosen = ([accounts[first_account]] * count if shared_account
+                  else accounts[first_account:first_account + count])
+        injection = "SEQUENTIAL\n" + "".join(
+            f"{a};[authentication username={a} password={self.lab.users[a]}]\n" for a in chosen)
+
+        rates = {kind: (0.0 if interval is None else 1.0 / _positive(interval, kind))
+                 for kind, interval in (("register", register_interval),
+                                        ("options", options_interval),
+                                        ("call", call_interval))}
+        total = sum(rates.values())
+        pause_ms = 1000.0 / total if total else duration * 1000.0 * 10
+        p_register = rates["register"] / total if total else 0.0
+        p_options = p_register + (rates["options"] / total if total else 0.0)
+        start_spread = count / start_rate
+        deadline_ms = (time.time() + duration) * 1000.0
+        bound = (duration + start_spread + 1.5 * call_hold + 4 * response_timeout + 15)
+        sipp = self.lab._sipp(
+            self.namespace, "office_phone.xml", self.private_address(family), family,
+            transport,
+            ["-inf", "accounts.csv",
+             "-set", "deadline_ms", f"{deadline_ms:.0f}", "-set", "pause_ms", f"{pause_ms:.3f}",
+             "-set", "p_register", f"{p_register:.6f}", "-set", "p_options", f"{p_options:.6f}",
+             "-set", "p_answer", f"{answer_share:.6f}",
+             "-set", "hold_ms", f"{call_hold * 1000:.0f}",
+             "-m", str(count), "-l", str(count), "-r", f"{start_rate:g}", "-rp", "1000",
+             "-max_socket", str(count + 64),
+             "-recv_timeout", str(int(response_timeout * 1000)),
+             "-trace_logs", "-log_file", "phones.log", "-default_behaviors", "none"],
+            bound, socket_per_call=True, files={"accounts.csv": injection},
+            env={"GSL_RNG_SEED": str(secrets.randbits(31) if seed is None else seed)})
+        return OfficePhonesHandle(sipp, self, count, transport)
+
+    def run_phones(self, **kwargs) -> OfficeResult:
+        """start_phones(...).wait()."""
+        return self.start_phones(**kwargs).wait()
+
+    def start_guesser(self, guesses: int = 10, rate: float = 20.0, user: str | None = None,
+                      password: str = "wrong", family: int = 4, transport: str = "udp",
+                      response_timeout: float = 0.2, method: str = "REGISTER",
+                      parallel: int = 1) -> AttackerHandle:
+        """A password guesser on an office machine: SipLab.start_attacker's loop (one Call-ID,
+        a wrong password for an existing office account, by default the first) from the
+        office's private address, so the server sees it at the office's public address, the
+        address of the honest phones. The handle's `address` is that public address."""
+        user = self.lab.office_accounts[0] if user is None else user
+        if user not in self.lab.users:
+            raise SipLabError(f"{user!r} is no account of the lab")
+        return self.lab._guess(self.namespace, self.private_address(family),
+                               self.public_address(family), family, transport, guesses, rate,
+                               user, password, response_timeout, method, parallel)
+
+
+def _positive(value: float, name: str) -> float:
+    if value <= 0:
+        raise SipLabError(f"the {name} interval must be positive (or None)")
+    return float(value)
+
+
+def _family_index(family: int) -> int:
+    if family not in (4, 6):
+        raise SipLabError("family must be 4 or 6")
+    return 0 if family == 4 else 1
+
+
+# ----------------------------------------------------------------------------- recordings
+
+
+@dataclass
+class Recording:
+    """A pcap file SipLab.record() wrote; the counts are tcpdump's, known once it stopped."""
+    path: Path
+    iface: str
+    packets_captured: int | None = None   # written to the file
+    packets_dropped: int | None = None    # lost by the kernel (tcpdump's buffer was full)
+
+
+_CAPTURE_STATS = re.compile(r"(\d+) packets? captured,? (\d+) packets? received by filter,? "
+                            r"(\d+) packets? dropped by kernel")
+
+
+def _wait_for_output(process: _Background, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in process.output():
+            return
+        if not process.running():
+            raise SipLabError(f"{process.program} exited with {process.proc.returncode}: "
+                              f"{process.output()[-1500:]}")
+        time.sleep(0.05)
+    process.stop_process()
+    raise SipLabError(f"{process.program} did not say {text!r} within {timeout} s")
+
+
+def _capture_stats(process: _Background) -> tuple[int, int, int] | None:
+    """tcpdump's last report: (captured, received by the filter, dropped by the kernel)."""
+    found = _CAPTURE_STATS.findall(" ".join(process.output().split()))
+    return tuple(int(n) for n in found[-1]) if found else None
+
+
+def _stop_capture(process: _Background, recording: Recording, timeout: float = 10) -> None:
+    """Stops tcpdump once it has written what the kernel gave it: SIGUSR1 makes it report its
+    counts, and it is caught up when every packet the filter took is captured or dropped. On
+    loopback (where the outgoing copies are counted but not captured) that never holds, and the
+    wait ends at `timeout`."""
+    deadline = time.monotonic() + timeout
+    reports = 0
+    while process.running() and time.monotonic() < deadline:
+        os.kill(process.proc.pid, signal.SIGUSR1)     # ip netns exec became tcpdump
+        reports += 1
+        while process.running() and time.monotonic() < deadline:
+            if len(_CAPTURE_STATS.findall(" ".join(process.output().split()))) >= reports:
+                break
+            time.sleep(0.02)
+        stats = _capture_stats(process)
+        if stats is not None and stats[0] + stats[2] >= stats[1]:
+            break
+        time.sleep(0.05)
+    if process.running():
+        os.kill(process.proc.pid, signal.SIGINT)
+        try:
+            process.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    process.stop_process()
+    summary = re.search(r"(\d+) packets? captured\s+(\d+) packets? received by filter\s+"
+                        r"(\d+) packets? dropped by kernel\s*$", process.output())
+    stats = (tuple(int(n) for n in summary.groups()) if summary else _capture_stats(process))
+    if stats is not None:
+        recording.packets_captured, recording.packets_dropped = stats[0], stats[2]
+
+
+@dataclass
+class FragmentCount:
+    """The IP fragments in a capture (IPv4 with more-fragments or an offset, IPv6 with a
+    Fragment header)."""
+    fragments: int = 0                        # fragment packets
+    datagrams: int = 0                        # distinct datagrams they are parts of
+    by_source: dict[str, int] = field(default_factory=dict)    # fragment packets per source
+
+
+def count_fragments(path: str | Path, source: str | None = None) -> FragmentCount:
+    """Counts the IP fragments in the pcap file `path` (only those from `source`, if given)."""
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
+    from scapy.utils import PcapReader
+
+    wanted = None if source is None else _normal(source)
+    count = FragmentCount()
+    datagrams = set()
+    with PcapReader(str(path)) as packets:
+        for packet in packets:
+            if IP in packet:
+                ip = packet[IP]
+                if not (ip.flags.MF or ip.frag):
+                    continue
+                key = (ip.src, ip.dst, ip.id, 4)
+                src = ip.src
+            elif IPv6ExtHdrFragment in packet:
+                src = packet[IPv6].src
+                key = (src, packet[IPv6].dst, packet[IPv6ExtHdrFragment].id, 6)
+            else:
+                continue
+            src = _normal(src)
+            if wanted is not None and src != wanted:
+                continue
+            count.fragments += 1
+            count.by_source[src] = count.by_source.get(src, 0) + 1
+            datagrams.add(key)
+    count.datagrams = len(datagrams)
+    return count
+
+
 def _uri_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
@@ -364,13 +786,18 @@ class SipLab:
 
     def __init__(self, attackers: int = 1, bad_auth_reply: str = "401",
                  users: dict[str, str] | None = None, qop: bool = True,
-                 server_children: int = 2):
+                 server_children: int = 2, office_accounts: int = 100):
         if bad_auth_reply not in ("401", "403"):
             raise SipLabError("bad_auth_reply must be '401' or '403'")
+        if not 0 <= office_accounts <= 1000:
+            raise SipLabError("office_accounts must be 0..1000")
         self.bad_auth_reply = bad_auth_reply
         self.users = dict(users or DEFAULT_USERS)
         if PHONE_USER not in self.users:
             raise SipLabError(f"users must contain the phone's user {PHONE_USER!r}")
+        self.office_accounts = [str(OFFICE_ACCOUNT_BASE + k) for k in range(office_accounts)]
+        for account in self.office_accounts:
+            self.users.setdefault(account, f"office-{account}-{secrets.token_hex(4)}")
         for user, password in self.users.items():
             if not re.fullmatch(r"[A-Za-z0-9._-]+", user + password):
                 raise SipLabError("user names and passwords: letters, digits, '.', '_', '-'")
@@ -382,8 +809,11 @@ class SipLab:
         self.server_log: Path | None = None
         self._kamailio: subprocess.Popen | None = None
         self._kamailio_log = None
-        self._clients: list[_SippProcess] = []
+        self._clients: list[_Background] = []
         self._attackers: list[netns.Namespace] = []
+        self._offices: list[Office] = []
+        self._forger: Forger | None = None
+        self._helpers: list[_Helper] = []
         self._run_counter = 0
         self._log_offset = 0
         self._requests: list[ServerRequest] = []
@@ -428,6 +858,8 @@ class SipLab:
         self._scan_log()                 # the tallies stay readable after close
         self.lab.close()
         self._attackers.clear()
+        self._offices.clear()
+        self._forger = None
         if self.tmp is not None and not os.environ.get("FASTBAN_SIPLAB_KEEP"):
             shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -454,6 +886,10 @@ class SipLab:
         net.run(["ip", "link", "set", "br0", "up"])
         net.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         net.run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        # The forger sends with other clients' addresses; a router filtering by reverse path
+        # (IPv4 inherits the host's setting) would drop them.
+        for scope in ("all", "default", "br0"):
+            net.run(["sysctl", "-qw", f"net.ipv4.conf.{scope}.rp_filter=0"])
         _default_routes(self.server_namespace, ROUTER_SERVER_V4, ROUTER_SERVER_V6)
         self._join_bridge(self.phone_namespace, PHONE_V4, PHONE_V6,
                           ROUTER_PHONE_V4, ROUTER_PHONE_V6)
@@ -478,6 +914,53 @@ class SipLab:
         self._join_bridge(ns, v4, v6, ROUTER_ATTACKER_V4, ROUTER_ATTACKER_V6)
         return index
 
+    def add_office(self) -> Office:
+        """Adds an office behind NAT (see Office); returns it. Office i is office_public_addresses(i)
+        on the bridge and office_private_addresses(i) inside."""
+        index = len(self._offices)
+        public_v4, public_v6 = office_public_addresses(index)
+        private_v4, private_v6 = office_private_addresses(index)
+        lan_v4, lan_v6 = _office_gateway_private_addresses(index)
+        gateway = self.lab.namespace("ogw")
+        office = self.lab.namespace("off")
+        lan = self.lab.link(office, gateway, f"{private_v4}/24", f"{lan_v4}/24",
+                            f"{private_v6}/64", f"{lan_v6}/64")
+        wan = self.lab.link(gateway, self.router_namespace, f"{public_v4}/24", f"{public_v6}/64",
+                            addresses_b=())
+        self.router_namespace.run(["ip", "link", "set", wan.b, "master", "br0"])
+        _default_routes(gateway, ROUTER_PHONE_V4, ROUTER_PHONE_V6)
+        _default_routes(office, lan_v4, lan_v6)
+        gateway.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        gateway.run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        ruleset = (f"table inet fastban_lab_nat {{\n"
+                   f"  chain postrouting {{\n"
+                   f"    type nat hook postrouting priority srcnat; policy accept;\n"
+                   f"    oifname \"{wan.a}\" masquerade\n"
+                   f"  }}\n"
+                   f"}}\n")
+        gateway.run(["nft", "-f", "-"], input=ruleset)
+        entry = Office(self, index, office, gateway, lan_iface=lan.a, wan_iface=wan.a)
+        self._offices.append(entry)
+        return entry
+
+    def office(self, index: int = 0) -> Office:
+        if not 0 <= index < len(self._offices):
+            raise SipLabError(f"the lab has {len(self._offices)} office(s), no {index}")
+        return self._offices[index]
+
+    @property
+    def offices(self) -> list[Office]:
+        return list(self._offices)
+
+    def add_forger(self) -> Forger:
+        """Adds the forger (see Forger), a namespace on the bridge at FORGER_V4 / FORGER_V6;
+        a lab has one, so a second call returns the same."""
+        if self._forger is None:
+            ns = self.lab.namespace("frg")
+            self._join_bridge(ns, FORGER_V4, FORGER_V6, ROUTER_ATTACKER_V4, ROUTER_ATTACKER_V6)
+            self._forger = Forger(self, ns)
+        return self._forger
+
     # ----------------------------------------------------------------- addresses
 
     def describe(self) -> str:
@@ -492,6 +975,13 @@ class SipLab:
         for i, ns in enumerate(self._attackers):
             v4, v6 = attacker_addresses(i)
             lines.append(f"attacker {i} {ns.name}: {v4} {v6}")
+        for office in self._offices:
+            lines.append(f"office {office.index} {office.namespace.name}: "
+                         f"{office.private_address(4)} {office.private_address(6)} behind NAT "
+                         f"{office.gateway_namespace.name}: {office.public_address(4)} "
+                         f"{office.public_address(6)}")
+        if self._forger is not None:
+            lines.append(f"forger {self._forger.namespace.name}: {FORGER_V4} {FORGER_V6}")
         return "\n".join(lines)
 
     @property
@@ -678,6 +1168,31 @@ class SipLab:
         self._scan_log()
         return dict(self._replies_by_dest.get(_normal(address), {}))
 
+    # ----------------------------------------------------------------- recording
+
+    @contextlib.contextmanager
+    def record(self, path: str | Path, iface: str | None = None):
+        """Records the server's traffic to the pcap file `path` for the duration of the block:
+        tcpdump in the server namespace on `iface` (default server_iface), both directions,
+        whole packets. Yields a Recording; at exit tcpdump is stopped once it has written every
+        packet the kernel gave it, and the Recording tells how many it wrote and how many the
+        kernel dropped. The file can be read by `fastban replay`."""
+        if shutil.which("tcpdump") is None:
+            raise SipLabError("tcpdump is not installed (run: make host)")
+        iface = iface or self.server_iface
+        path = Path(path).resolve()
+        capture = _Background(self.server_namespace, self._workdir("tcpdump"),
+                              ["tcpdump", "-i", iface, "-s", "0", "-U", "--immediate-mode",
+                               "-n", "-Z", "root", "-w", str(path)],
+                              bound=24 * 3600, output="tcpdump.err")
+        self._clients.append(capture)
+        recording = Recording(path, iface)
+        try:
+            _wait_for_output(capture, "listening on", timeout=15)
+            yield recording
+        finally:
+            _stop_capture(capture, recording)
+
     # ----------------------------------------------------------------- a stand-in ban
 
     def drop_at_router(self, address: str) -> None:
@@ -695,25 +1210,37 @@ class SipLab:
 
     # ----------------------------------------------------------------- clients
 
+    def _workdir(self, name: str) -> Path:
+        assert self.tmp is not None
+        self._run_counter += 1
+        workdir = self.tmp / f"{self._run_counter}-{name}"
+        workdir.mkdir()
+        return workdir
+
     def _sipp(self, ns: netns.Namespace, scenario: str, local: str, family: int,
-              transport: str, extra: list[str], bound: float) -> _SippProcess:
+              transport: str, extra: list[str], bound: float, socket_per_call: bool = False,
+              files: dict[str, str] | None = None,
+              env: dict[str, str] | None = None) -> _SippProcess:
+        """sipp in `ns` from `local` to the server, with one socket for all its calls (-t u1,
+        t1) or one per call (-t un, tn); `files` (name -> text) are written to its directory."""
         if transport not in ("udp", "tcp"):
             raise SipLabError("transport must be 'udp' or 'tcp'")
         if not self.server_running():
             raise SipLabError("the SIP server is not running")
-        assert self.tmp is not None
-        self._run_counter += 1
-        workdir = self.tmp / f"sipp-{self._run_counter}-{Path(scenario).stem}"
-        workdir.mkdir()
+        workdir = self._workdir(f"sipp-{Path(scenario).stem}")
         shutil.copy(LAB_FILES / scenario, workdir / scenario)
+        for name, text in (files or {}).items():
+            (workdir / name).write_text(text)
         server = self.server_address(family)
+        sockets = ("un" if transport == "udp" else "tn") if socket_per_call else (
+            "u1" if transport == "udp" else "t1")
         args = [f"{_uri_host(server)}:{SIP_PORT}", "-sf", scenario,
-                "-i", local, "-t", "u1" if transport == "udp" else "t1",
+                "-i", local, "-t", sockets,
                 "-key", "domain", _uri_host(server), "-key", "contact_host", _uri_host(local),
                 "-nostdin", "-timer_resol", "1",
                 "-trace_counts", "-trace_stat", "-stf", "stat.csv", "-fd", "1",
                 "-timeout", f"{int(bound) + 1}s", *extra]
-        client = _SippProcess(ns, workdir, args, bound + 2)
+        client = _SippProcess(ns, workdir, args, bound + 2, env=env)
         self._clients.append(client)
         return client
 
@@ -752,6 +1279,14 @@ class SipLab:
         sending. `parallel` runs that many such loops at once from the same address, each with
         its own Call-ID (requests: parallel * (guesses + 1)). Returns a handle to wait() for or
         stop()."""
+        address = self.attacker_address(index, family)
+        return self._guess(self._attackers[index], address, address, family, transport,
+                           guesses, rate, user, password, response_timeout, method, parallel)
+
+    def _guess(self, ns: netns.Namespace, local: str, seen_as: str, family: int,
+               transport: str, guesses: int, rate: float, user: str, password: str,
+               response_timeout: float, method: str, parallel: int) -> AttackerHandle:
+        """The guessing loop of start_attacker from `local` in `ns`; the server sees `seen_as`."""
         scenarios = {"REGISTER": "attacker_guess.xml", "INVITE": "attacker_invite.xml"}
         if method not in scenarios:
             raise SipLabError("method must be REGISTER or INVITE")
@@ -763,19 +1298,17 @@ class SipLab:
             raise SipLabError("parallel must be 1..1000")
         if password == self.users.get(user):
             raise SipLabError("the attacker's password must be wrong")
-        address = self.attacker_address(index, family)
         pause_ms = max(0, int(1000 / rate))
         bound = (guesses * (pause_ms / 1000 + response_timeout) + response_timeout + 10
                  + parallel / 100)
-        sipp = self._sipp(self._attackers[index], scenarios[method], address, family,
-                          transport,
+        sipp = self._sipp(ns, scenarios[method], local, family, transport,
                           ["-s", user, "-au", user, "-ap", password,
                            "-set", "guesses", str(guesses), "-d", str(pause_ms),
                            "-m", str(parallel), "-l", str(parallel),
                            "-r", str(parallel), "-rp", "10", "-nr",
                            "-recv_timeout", str(max(1, int(response_timeout * 1000))),
                            "-default_behaviors", "none"], bound)
-        return AttackerHandle(sipp, address, transport)
+        return AttackerHandle(sipp, seen_as, transport)
 
 
 def _sweep_stale_dirs() -> None:
