@@ -1,25 +1,32 @@
-"""A SIP lab: a real SIP server (Kamailio) doing digest authentication, a phone and attackers.
+"""A SIP lab: a real SIP server (Kamailio) doing digest authentication, a phone, attackers,
+offices behind NAT, a forger and scanners.
 
 Used by the end-to-end test, the demo and the benchmarks. Needs root, iproute2, kamailio and
-sipp (Debian: kamailio, sip-tester). Nothing is sent to any address outside the lab.
+sipp (Debian: kamailio, sip-tester); offices need nftables, recordings tcpdump, scanners
+sipvicious (svwar, svcrack). Nothing is sent to any address outside the lab.
 
 Topology (every box is a network namespace; the lines are veth pairs)::
 
-      phone 198.51.100.10          attacker i 203.0.113.(10+i)
-      2001:db8:100::10             2001:db8:113::(10+i, in hex)
-            |                             |
-            +--------- br0 ---------------+     "net": a router; the clients' veths are
-                        |                       ports of bridge br0 (198.51.100.1,
-                     router                     203.0.113.1, 2001:db8:100::1,
-                        |                       2001:db8:113::1); forwarding on
-                        | 192.0.2.1  2001:db8:2::1
-                        |
-                        | lab.server_iface: 192.0.2.10  2001:db8:2::10
-                     server                     Kamailio, UDP and TCP 5060, v4 and v6
+      phone 198.51.100.10     attacker i 203.0.113.(10+i)     forger 203.0.113.250
+      2001:db8:100::10        2001:db8:113::(10+i, in hex)    2001:db8:113::fa
+            |                        |                          |
+            +---------------------- br0 ------------------------+
+            |                        |                          "net": a router; the clients'
+       office gateway i           router                        veths are ports of bridge br0
+       198.51.100.(20+i)             |                          (198.51.100.1, 203.0.113.1,
+       2001:db8:100::(20+i)          | 192.0.2.1  2001:db8:2::1  2001:db8:100::1,
+       nftables masquerade           |                          2001:db8:113::1); forwarding
+            |                        |                          on, no reverse-path filter
+       192.168.(50+i).1              | lab.server_iface:
+       fd00:(50+i)::1                |   192.0.2.10  2001:db8:2::10
+            |                     server                        Kamailio, UDP and TCP 5060,
+       office i (phones)                                        v4 and v6
+       192.168.(50+i).2  fd00:(50+i)::2
 
 The server has ONE interface (`server_iface`) and every client reaches it through the router,
 so the guard attaches XDP and TC to that one interface and sees every client's own source
-address (routed, not NATed).
+address (routed, not NATed) -- except an office's phones, which it sees as the office's one
+public address, each phone with its own source port.
 
     with SipLab(attackers=2) as lab:
         ok = lab.register_phone(count=3, interval=0.2)        # RegisterResult
@@ -27,19 +34,37 @@ address (routed, not NATed).
         result = attack.wait()                                 # AttackResult
         lab.server_requests_from(lab.attacker_address(0))      # == result.requests_sent
 
+        office = lab.add_office()                              # Office
+        phones = office.start_phones(count=50, duration=180)   # OfficePhonesHandle
+        guesser = office.start_guesser(guesses=20)             # AttackerHandle, public address
+        phones.wait().auth_rejections                          # OfficeResult; 0
+        lab.server_auth_failures_to(office.public_address())   # == 20, the guesser's
+
+        forger = lab.add_forger()                              # Forger
+        forger.send(count=10000, source=office.public_address())       # ForgeResult
+        lab.start_scanner(extensions="3000-3099", tool="sipp").wait()  # ScanResult
+        with lab.record("server.pcap") as recording: ...      # tcpdump on server_iface
+
 Counting at the server: Kamailio's script (fastban/lab/kamailio.cfg.tmpl) logs to stderr, which
 goes to a log file (`lab.server_log`) opened for appending:
   FBLAB RCV src= sport= proto= first=   every SIP message the network delivered, logged in
                                         event_route[core:msg-received] before any module can
                                         absorb it (sl swallows the ACKs of its own replies)
   FBLAB REQ src= ... method= callid=    every request reaching request_route
-  FBLAB REP <code> dst=                 every reply the script sends
+  FBLAB REP <code> dst= dport= method= callid= [reason=]
+                                        every reply the script sends; reason=bad-credentials
+                                        when it refused credentials, challenge for a first
+                                        challenge, unknown-user for a 404
 `server_requests_from` counts RCV lines (requests only), `server_requests` lists REQ lines,
-`server_replies_to` counts REP lines; the log is read incrementally and the tallies outlive
-close(). Kamailio logs before it answers, so once a client has its answer the line is there.
+`server_replies_to` counts REP lines, `server_replies` lists them, `server_auth_failures_to`
+counts the refused credentials; the log is read incrementally and the tallies outlive close().
+Kamailio logs before it answers, so once a client has its answer the line is there.
 
 Counting at the clients: sipp's -trace_counts file (per scenario message: sent, received,
-timeouts) and -trace_stat file (successful and failed calls).
+timeouts) and -trace_stat file (successful and failed calls); the office phones and the sipp
+scanner also log each dialog (-trace_logs), read back phone by phone (OfficeResult) or
+extension by extension (ScanResult). On the wire: `record` (pcap), `count_fragments` and
+`packets_containing` read it.
 """
 
 from __future__ import annotations
@@ -655,6 +680,10 @@ class Office:
         """start_phones(...).wait()."""
         return self.start_phones(**kwargs).wait()
 
+    def record(self, path: str | Path):
+        """SipLab.record on the office's LAN: every packet the phones send and receive."""
+        return self.lab.record(path, iface=self.lan_iface, namespace=self.namespace)
+
     def start_guesser(self, guesses: int = 10, rate: float = 20.0, user: str | None = None,
                       password: str = "wrong", family: int = 4, transport: str = "udp",
                       response_timeout: float = 0.2, method: str = "REGISTER",
@@ -927,6 +956,16 @@ class FragmentCount:
     fragments: int = 0                        # fragment packets
     datagrams: int = 0                        # distinct datagrams they are parts of
     by_source: dict[str, int] = field(default_factory=dict)    # fragment packets per source
+
+
+def packets_containing(path: str | Path, text: str | bytes) -> int:
+    """How many packets of the pcap file `path` contain `text` anywhere in their bytes (e.g. a
+    Call-ID: a SIP message is sent in clear)."""
+    from scapy.utils import RawPcapReader
+
+    needle = text.encode() if isinstance(text, str) else text
+    with RawPcapReader(str(path)) as packets:
+        return sum(1 for data, _ in packets if needle in data)
 
 
 def count_fragments(path: str | Path, source: str | None = None) -> FragmentCount:
@@ -1387,17 +1426,22 @@ class SipLab:
     # ----------------------------------------------------------------- recording
 
     @contextlib.contextmanager
-    def record(self, path: str | Path, iface: str | None = None):
+    def record(self, path: str | Path, iface: str | None = None,
+               namespace: netns.Namespace | None = None):
         """Records the server's traffic to the pcap file `path` for the duration of the block:
         tcpdump in the server namespace on `iface` (default server_iface), both directions,
         whole packets. Yields a Recording; at exit tcpdump is stopped once it has written every
         packet the kernel gave it, and the Recording tells how many it wrote and how many the
-        kernel dropped. The file can be read by `fastban replay`."""
+        kernel dropped. The file can be read by `fastban replay`. `namespace` (with `iface`)
+        records elsewhere in the lab instead (Office.record: what the office phones receive)."""
         if shutil.which("tcpdump") is None:
             raise SipLabError("tcpdump is not installed (run: make host)")
+        if namespace is not None and iface is None:
+            raise SipLabError("recording in another namespace needs its iface")
+        namespace = namespace or self.server_namespace
         iface = iface or self.server_iface
         path = Path(path).resolve()
-        capture = _Background(self.server_namespace, self._workdir("tcpdump"),
+        capture = _Background(namespace, self._workdir("tcpdump"),
                               ["tcpdump", "-i", iface, "-s", "0", "-U", "--immediate-mode",
                                "-n", "-Z", "root", "-w", str(path)],
                               bound=24 * 3600, output="tcpdump.err")
