@@ -105,6 +105,10 @@ DEFAULT_USERS = {"1001": "phone-1001-secret", "1002": "phone-1002-secret"}
 PHONE_USER = "1001"
 REALM = "fastban.lab"
 OFFICE_ACCOUNT_BASE = 3000       # the office accounts are 3000, 3001, ... (office_accounts of them)
+# The office phones' ports, and the ports their gateway maps them to; the forger's default
+# source ports lie below, so no answer to a forged request can match a phone's NAT mapping.
+OFFICE_PORTS = (32768, 60999)
+FORGED_PORTS = (1024, 32767)
 
 _REQ_LINE = re.compile(r"FBLAB REQ src=(\S+) sport=(\d+) proto=(\S+) method=(\S+) callid=(\S*)")
 _REP_LINE = re.compile(r"FBLAB REP (\d{3}) dst=(\S+)(.*)")
@@ -292,9 +296,9 @@ class _Background:
                               f"it (output in {self.workdir})")
         return self.proc.returncode
 
-    def stop_process(self, sig: int = signal.SIGTERM) -> int:
+    def stop_process(self) -> int:
         if self.proc.poll() is None:
-            _signal_group(self.proc, sig)
+            _signal_group(self.proc, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -307,7 +311,8 @@ class _Background:
     def output(self) -> str:
         return self.output_path.read_text(errors="replace") if self.output_path.exists() else ""
 
-    def stop(self):
+    def stop(self) -> object:
+        """Stops the program; subclasses also return what they read from its files."""
         return self.stop_process()
 
 
@@ -591,8 +596,9 @@ class OfficePhonesHandle:
 class Office:
     """An office behind NAT: phones on private addresses in `namespace`, and a gateway
     (`gateway_namespace`) on the bridge with the office's public address that masquerades them
-    (nftables, IPv4 and IPv6). The server sees every phone of the office as this one public
-    address, each phone with its own source port.
+    (nftables, IPv4 and IPv6, UDP and TCP to ports OFFICE_PORTS, which the phones' own ports
+    are in, so a phone usually keeps its port). The server sees every phone of the office as
+    this one public address, each phone with its own source port.
 
     Made by SipLab.add_office(). The phones are one sipp process (office_phone.xml), one sipp
     "call" per phone for the whole run, each with its own socket; the accounts are the lab's
@@ -731,7 +737,9 @@ class Forger:
     """A host on the bridge (FORGER_V4 / FORGER_V6) that sends SIP requests over UDP with another
     host's source address. The router does not filter by reverse path, so they reach the server,
     which answers the forged address: for an office, its gateway, which has no NAT mapping for
-    them (the forged source ports are below the phones' ephemeral ports) and drops them.
+    them (by default the forged source ports, FORGED_PORTS, lie below OFFICE_PORTS, the ports
+    the gateway maps phones to) and drops them, answering the server ICMP port unreachable
+    (rate-limited by its kernel).
 
     Made by SipLab.add_forger(); the packets are built and sent by fastban/lab/forge.py (scapy,
     a raw IP socket) run inside the forger's namespace."""
@@ -746,7 +754,7 @@ class Forger:
     def send(self, count: int = 10000, *, source: str,
              methods: tuple[str, ...] = ("REGISTER", "INVITE", "OPTIONS"),
              credentials: bool = False, rate: float = 1000.0, user: str | None = None,
-             ports: tuple[int, int] = (1024, 32767)) -> ForgeResult:
+             ports: tuple[int, int] = FORGED_PORTS) -> ForgeResult:
         """Sends `count` forged requests to the server from `source` (its family picks the
         server's address), at most `rate` a second, and returns once all are sent. Each has its
         own Call-ID, branch and random source port in `ports`; the method is picked at random
@@ -1168,9 +1176,13 @@ class SipLab:
         _default_routes(office, lan_v4, lan_v6)
         gateway.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         gateway.run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        low, high = OFFICE_PORTS
+        office.run(["sysctl", "-qw", f"net.ipv4.ip_local_port_range={low} {high}"])
         ruleset = (f"table inet fastban_lab_nat {{\n"
                    f"  chain postrouting {{\n"
                    f"    type nat hook postrouting priority srcnat; policy accept;\n"
+                   f"    oifname \"{wan.a}\" meta l4proto {{ tcp, udp }} "
+                   f"masquerade to :{low}-{high}\n"
                    f"    oifname \"{wan.a}\" masquerade\n"
                    f"  }}\n"
                    f"}}\n")
@@ -1571,38 +1583,44 @@ class SipLab:
         return AttackerHandle(sipp, seen_as, transport)
 
     def start_scanner(self, index: int = 0, extensions: str = "1000-1100",
-                      method: str = "REGISTER", family: int = 4, tool: str = "svwar",
+                      method: str = "REGISTER", family: int = 4, tool: str = "auto",
                       pace: float = 0.005, max_silence: float = 3.0, transport: str = "udp",
                       response_timeout: float = 1.0) -> ScannerHandle:
-        """Starts an extension scan from attacker `index`: one REGISTER per extension, each
-        with a new Call-ID, none of the challenges answered. Returns a handle to wait() for.
+        """Starts an extension scan from attacker `index`: one request per extension, each with
+        a new Call-ID, none of the challenges answered. Returns a handle to wait() for.
 
-        tool="svwar" (sipvicious; UDP and IPv4 only: 0.3.3 writes an IPv6 Via without brackets,
-        which Kamailio cannot parse): svwar --force (it would stop when an unknown extension is
+        tool="svwar" (sipvicious): svwar --force (it would stop when an unknown extension is
         challenged), one socket on port 5060, a request whenever `pace` seconds pass with no
-        answer to read, and the end `max_silence` seconds after the last answer. svwar learns
-        what an unknown account gets from a first REGISTER for a random number and stops at the
-        first answer that is neither that nor 404/200: against a lab whose server challenges
-        unknown accounts too it stops after its second request, so it needs
-        SipLab(unknown_user_reply="404") (SipLabError otherwise). method "OPTIONS" scans with
-        OPTIONS (answered 200 by the lab, so svwar finds nothing).
+        answer to read, and the end `max_silence` seconds after the last answer. It scans over
+        UDP and IPv4 only (0.3.3 writes an IPv6 Via without brackets, which Kamailio cannot
+        parse). It learns what an unknown account gets from a first request for a random
+        number, and stops at the first answer that is neither that nor 404/200 and the like:
+        against a server that challenges unknown accounts too it stops after its second
+        REGISTER, so REGISTER scans need SipLab(unknown_user_reply="404"). method "OPTIONS"
+        scans with OPTIONS (answered 200 by the lab, so svwar finds nothing). Where it cannot
+        work, SipLabError.
 
         tool="sipp" (fastban/lab/scanner_register.xml, REGISTER only): the same wire behaviour
         against any lab, over UDP or TCP, IPv4 or IPv6, one REGISTER every `pace` seconds, each
-        waited for at most response_timeout."""
+        waited for at most response_timeout.
+
+        tool="auto" (default): svwar where it works, else the sipp scanner."""
+        if tool == "auto":
+            svwar_works = (family == 4 and transport == "udp"
+                           and (method == "OPTIONS" or self.unknown_user_reply == "404"))
+            tool = "svwar" if svwar_works else "sipp"
         address = self.attacker_address(index, family)
         ns = self._attackers[index]
         numbers = parse_extensions(extensions)
+        if pace <= 0:
+            raise SipLabError("pace must be positive")
         if tool == "sipp":
             if method != "REGISTER":
                 raise SipLabError("the sipp scanner sends REGISTER only")
-            if pace <= 0:
-                raise SipLabError("pace must be positive")
-            rate = 1.0 / pace
             bound = len(numbers) * pace + response_timeout + 10
             sipp = self._sipp(ns, "scanner_register.xml", address, family, transport,
                               ["-inf", "extensions.csv", "-m", str(len(numbers)),
-                               "-r", f"{rate:g}", "-rp", "1000", "-l", str(len(numbers)),
+                               "-r", f"{1.0 / pace:g}", "-rp", "1000", "-l", str(len(numbers)),
                                "-recv_timeout", str(max(1, int(response_timeout * 1000))),
                                "-trace_logs", "-log_file", "scan.log",
                                "-default_behaviors", "none"], bound,
@@ -1610,7 +1628,7 @@ class SipLab:
                                   f"{n};\n" for n in numbers)})
             return ScannerHandle(sipp, "sipp", address)
         if tool != "svwar":
-            raise SipLabError("tool must be 'svwar' or 'sipp'")
+            raise SipLabError("tool must be 'auto', 'svwar' or 'sipp'")
         if shutil.which("svwar") is None:
             raise SipLabError("svwar is not installed (sipvicious; run: make host)")
         if family != 4 or transport != "udp":

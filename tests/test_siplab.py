@@ -420,15 +420,15 @@ def test_a_shared_account_gets_a_200_ok_in_ip_fragments(office_lab, tmp_path):
     assert set(fragments.by_source) == {lab.server_address(4)}
     assert recording.packets_dropped == 0
     # Put together again, the fragments are 200 OKs to the office listing (at the last
-    # registrations) all 40 phones' contacts.
-    from scapy.layers.inet import IP, UDP
+    # registrations) the contacts of all 40 phones, at their private address.
+    from scapy.layers.inet import IP, UDP, defragment
     from scapy.utils import rdpcap
-    from scapy.layers.inet import defragment
     whole = [bytes(p[UDP].payload) for p in defragment(rdpcap(str(recording.path)))
              if IP in p and UDP in p and p[IP].dst == public and len(p[IP]) > 1500]
     assert len(whole) == fragments.datagrams
     assert all(w.startswith(b"SIP/2.0 200 OK") for w in whole)
-    assert max(w.count(b"<sip:" + lab.office_accounts[0].encode() + b"@") for w in whole) >= 40
+    contact = f"<sip:{lab.office_accounts[0]}@{office.private_address(4)}:".encode()
+    assert max(w.count(contact) for w in whole) >= 40
 
 
 def test_forged_requests_reach_the_server_spoofed_and_the_answers_never_reach_the_phones(
@@ -506,7 +506,7 @@ def test_svwar_finds_the_accounts_and_answers_no_challenge(office_lab):
     requests_start = len(lab.server_requests())
     replies_start = len(lab.server_replies())
     result = lab.start_scanner(extensions="2990-3009").wait()
-    assert result.returncode == 0
+    assert result.tool == "svwar" and result.returncode == 0
     assert result.found == {str(n): "reqauth" for n in range(3000, 3010)}
     got = [r for r in lab.server_requests()[requests_start:] if r.source == address]
     assert {r.method for r in got} == {"REGISTER"}
@@ -529,11 +529,17 @@ def test_the_sipp_scanner_over_ipv6_and_tcp(office_lab):
     assert len(got) == 10 == len({r.call_id for r in got})
 
 
-def test_svwar_is_refused_where_it_would_stop_at_once(lab):
+def test_svwar_is_refused_where_it_would_stop_at_once_and_the_sipp_scanner_goes_instead(lab):
     with pytest.raises(SipLabError, match="unknown_user_reply"):
-        lab.start_scanner(extensions="1000-1010")
+        lab.start_scanner(extensions="1000-1010", tool="svwar")
     with pytest.raises(SipLabError, match="IPv4"):
-        lab.start_scanner(extensions="1000-1010", family=6)
+        lab.start_scanner(extensions="1000-1010", tool="svwar", family=6)
+    address = lab.attacker_address(0)
+    before = lab.server_replies_to(address).get(401, 0)
+    result = lab.start_scanner(extensions="1000-1010", response_timeout=SLOW).wait()
+    assert result.tool == "sipp"
+    assert result.answers == {str(n): "401" for n in range(1000, 1011)}
+    assert lab.server_replies_to(address).get(401, 0) - before == 11
 
 
 def test_svcrack_guesses_with_one_call_id_until_the_password(office_lab):
