@@ -1159,8 +1159,8 @@ class SipLab:
         return index
 
     def add_office(self) -> Office:
-        """Adds an office behind NAT (see Office); returns it. Office i is office_public_addresses(i)
-        on the bridge and office_private_addresses(i) inside."""
+        """Adds an office behind NAT (see Office) and returns it. Office i is at
+        office_public_addresses(i) on the bridge and office_private_addresses(i) inside."""
         index = len(self._offices)
         public_v4, public_v6 = office_public_addresses(index)
         private_v4, private_v6 = office_private_addresses(index)
