@@ -17,7 +17,7 @@ packages=(
     python3 python3-venv python3-dev build-essential
     python3-bpfcc libbpfcc bpfcc-tools linux-headers-amd64
     iproute2 iputils-ping ethtool tcpdump nftables ipset iptables
-    kamailio sip-tester
+    kamailio sip-tester sipvicious
 )
 missing=()
 for p in "${packages[@]}"; do
