@@ -109,6 +109,14 @@ COUNTER_NAMES = {
 
 PINNED_MAPS = ("counters", "config", "bans_v4", "bans_v6", "ranges_v4", "ranges_v6",
                "allow_v4", "allow_v6", "scope_ports", "sip_ports", "challenged", "open_calls")
+# Pinned maps whose contents the guard sets up again at start: a pin left by another version
+# of fastban with another layout is replaced (BCC would reuse it as it is). (key size, value
+# size, entries), as bpf/fastban.h and bpf/tc_capture.c declare them.
+FB_PEER_ENTRIES, FB_CALL_ENTRIES = 65536, 131072
+REBUILT_MAPS = {"counters": (4, 8, FB_CNT_MAX), "config": (4, 4, FB_CFG_MAX),
+                "challenged": (16, 16, FB_PEER_ENTRIES), "open_calls": (24, 8, FB_CALL_ENTRIES)}
+# Pins of earlier versions that no program uses any more.
+RETIRED_PINS = ("challenges",)
 
 
 # ---- structs shared with the kernel: mirror bpf/fastban.h, same names ----
@@ -360,6 +368,7 @@ class _Map:
                 key, _, value = line.partition(":")
                 fields[key.strip()] = value.strip()
         self.max_entries = int(fields.get("max_entries", 0))
+        self.key_size = int(fields.get("key_size", 0))
         self.value_size = int(fields.get("value_size", 0))
 
     def close(self) -> None:
@@ -413,6 +422,7 @@ class DataPlane:
             os.makedirs(self.pin_dir, exist_ok=True)
         except OSError as e:
             raise DataPlaneError(f"cannot create {self.pin_dir}: {e.strerror}") from None
+        self.replaced_pins = _replace_stale_pins(self.pin_dir)
 
         cflags = [f'-DFB_PIN_DIR="{self.pin_dir}"', f"-DFB_CAPACITY={int(capacity)}", "-w"]
         self.bpf = _bcc_call(lambda: bcc.BPF(text=program_source().encode(), cflags=cflags),
@@ -432,6 +442,7 @@ class DataPlane:
         self._callbacks: list[Callable[[CapturedPacket], None]] = []
         self._callback_error: BaseException | None = None
         self._lost = 0
+        self._delivered = 0
         self._closed = False
         self.mode: str | None = None
         self.capture_pages = CAPTURE_PAGES if self._tc_fns else 0
@@ -574,6 +585,7 @@ class DataPlane:
         self._callbacks = []
         self._callback_error = None
         self._lost = 0
+        self._delivered = 0
         self._closed = False
         self.mode = None
         return self
@@ -926,12 +938,20 @@ class DataPlane:
         self._callbacks.append(callback)
 
     def poll(self, timeout_ms: int = 100) -> None:
-        """Waits up to timeout_ms for captured packets and hands them to the callbacks."""
+        """Waits up to timeout_ms for captured packets and hands them to the callbacks.
+
+        Once a CPU's ring has woken the poll, every ring is read: the kernel wakes a reader
+        some time after it wrote (irq_work), so a request copied on one CPU can be in its ring
+        but not yet signalled when the answer copied after it on another CPU wakes the poll.
+        Read together, the two can be put back in order (CapturedPacket.ktime_ns)."""
         self._check_open()
         if not self._tc_fns:
             time.sleep(timeout_ms / 1000)
             return
+        delivered = self._delivered
         self.bpf.perf_buffer_poll(timeout_ms)
+        if self._delivered != delivered:
+            self.bpf.perf_buffer_consume()
         if self._callback_error is not None:
             error, self._callback_error = self._callback_error, None
             raise error
@@ -940,6 +960,7 @@ class DataPlane:
         self._lost += lost
 
     def _on_event(self, cpu, data, size) -> None:
+        self._delivered += 1
         try:
             response = decode_capture(ct.string_at(data, size))
             if response is not None:
@@ -1002,6 +1023,30 @@ def _address(cache: dict, packed: bytes):
             cache.clear()
         address = cache[packed] = ipaddress.ip_address(packed)
     return address
+
+
+def _replace_stale_pins(pin_dir: str) -> list[str]:
+    """Removes the pins of REBUILT_MAPS whose layout is not this version's, and RETIRED_PINS;
+    returns their names."""
+    removed = []
+    lib = _lib()
+    for name in (*REBUILT_MAPS, *RETIRED_PINS):
+        path = os.path.join(pin_dir, name)
+        if not os.path.exists(path):
+            continue
+        if name in REBUILT_MAPS:
+            fd = lib.bpf_obj_get(path.encode())
+            if fd < 0:
+                continue
+            pinned = _Map(name, fd, owned=True)
+            fields = pinned.key_size, pinned.value_size, pinned.max_entries
+            pinned.close()
+            if fields == REBUILT_MAPS[name]:
+                continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        removed.append(name)
+    return removed
 
 
 def remove_pins(pin_dir: str) -> None:

@@ -365,6 +365,7 @@ class Guard:
             "fragments": reader["fragments"],
             "truncated": reader["truncated"],
             "truncated_unusable": reader["truncated_unusable"],
+            "challenges_seen": rules["challenges"],
             "failures_counted": rules["failures"],
             "failures_proven": rules["failures_proven"],
             "unproven_of_trusted": rules["unproven_of_trusted"],

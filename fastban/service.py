@@ -51,6 +51,9 @@ class Service:
                                    capture=settings.capture_direction,
                                    count_register_404=settings.count_register_404,
                                    challenge_grace=settings.challenge_grace)
+        if self.dataplane.replaced_pins:
+            log.info("replaced the pinned maps %s left by another version of fastban",
+                     ", ".join(self.dataplane.replaced_pins))
         self.mode = self.dataplane.attach(settings.xdp_mode)
         self.guard = Guard(settings, self.dataplane)
         self.lock = threading.Lock()

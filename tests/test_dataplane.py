@@ -951,6 +951,40 @@ def test_open_pinned_shares_the_maps_of_the_loaded_program(dp, rig):
         DataPlane.open_pinned("fbnosuch0")
 
 
+def test_pins_left_by_another_version_are_replaced_and_bans_kept(kernel):
+    """BCC would reuse a pinned map of another layout as it is (an 8-entry config of before
+    would hide the newer settings from the programs): such pins are replaced, retired ones
+    removed, and the ban maps kept."""
+    from bcc import BPF
+    root = f"/sys/fs/bpf/fastban-stale-{os.getpid()}"
+    pins = os.path.join(root, "lo")
+    os.makedirs(pins)
+    try:
+        old = BPF(text=f'''
+            BPF_TABLE_PINNED("array", u32, u32, config, 8, "{pins}/config");
+            BPF_TABLE_PINNED("hash", u32, u32, challenges, 16, "{pins}/challenges");
+            int f(void *ctx) {{ return 0; }}'''.encode())
+        old.cleanup()
+        with netns.Lab() as lab:
+            ns = lab.namespace("old")
+            with ns.entered():
+                first = DataPlane("lo", capture="none", pin_root=root)
+                first.ban(IP("192.0.2.77"))
+                first.close()
+                again = DataPlane("lo", capture="egress", pin_root=root)
+            try:
+                assert sorted(first.replaced_pins) == ["challenges", "config"]
+                assert again.replaced_pins == []
+                assert len(again.config_values()) == dataplane.FB_CFG_MAX
+                assert [ban.target for ban in again.bans()] == [IP("192.0.2.77")]
+                assert not os.path.exists(os.path.join(pins, "challenges"))
+            finally:
+                again.close()
+    finally:
+        dataplane.remove_pins(pins)
+        os.rmdir(root)
+
+
 def test_a_pin_root_off_bpffs_is_one_clear_line(kernel, tmp_path):
     with pytest.raises(DataPlaneError, match="is not on a bpf filesystem"):
         DataPlane("lo", pin_root=str(tmp_path))

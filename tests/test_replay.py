@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 from fastban.cli import main
 from fastban.config import load_settings
@@ -299,3 +300,81 @@ def test_tcp_segment_with_several_messages(tmp_path):
     assert result.sip_responses == 10 and result.malformed == 0    # the last one never ends
     [ban] = result.bans
     assert ban.failures == 5 and "5×403" in ban.reason
+
+
+# -- IP fragments -----------------------------------------------------------------------------
+
+def _fragmented_office(rnd, noise: bool):
+    """Frames of phones sharing one account behind one address (each challenge answered by a
+    200 OK too big for one packet, sent as IP fragments) and a guesser; with noise, later
+    fragments come duplicated, overlapping, shuffled, and with junk datagrams that never
+    complete. Without noise only the first fragments are there."""
+    from scapy.layers.inet import IP, UDP, fragment
+    from scapy.layers.l2 import Ether
+    from traces import sip_response
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    contacts = "".join(f"Contact: <sip:3000@192.168.50.2:{40000 + i}>;expires=60\r\n"
+                       for i in range(40))
+    frames, later_count, t = [], 0, T0
+    for cycle in range(6):
+        for phone in range(8):
+            call_id = f"shared-{phone}"
+            port = 40000 + phone
+            challenge = sip_response(401, call_id=call_id, branch=f"z9hG4bK{cycle}a{phone}",
+                                     via_host="198.51.100.20", via_port=port, cseq=2 * cycle)
+            ok = sip_response(200, call_id=call_id, branch=f"z9hG4bK{cycle}b{phone}",
+                              via_host="198.51.100.20", via_port=port, cseq=2 * cycle + 1)
+            ok = ok.replace(b"Server:", contacts.encode() + b"Server:")
+            ip = IP(src=SERVER, dst="198.51.100.20", id=rnd.randrange(65536))
+            frames.append((t, bytes(eth / ip / UDP(sport=5060, dport=port) / challenge)))
+            pieces = [bytes(eth / p) for p in fragment(ip / UDP(sport=5060, dport=port) / ok,
+                                                       fragsize=rnd.choice((600, 1000, 1400)))]
+            later = pieces[1:]
+            if noise:
+                later += [rnd.choice(later) for _ in range(rnd.randrange(3))]   # duplicates
+                rnd.shuffle(later)
+                junk = IP(src=SERVER, dst="198.51.100.20", id=rnd.randrange(65536),
+                          flags="MF", frag=rnd.randrange(1, 400)) / rnd.randbytes(64)
+                later.append(bytes(eth / junk))                 # a datagram never completed
+                overlap = IP(src=SERVER, dst="198.51.100.20", id=ip.id, frag=1) / \
+                    (b"SIP/2.0 401 Unauthorized\r\nCall-ID: x\r\n\r\n")
+                later.append(bytes(eth / overlap))              # overlaps the first one
+                later_count += len(later)
+                frames += [(t + 0.02 + k * 0.0001, f) for k, f in enumerate([pieces[0], *later])]
+            else:
+                frames.append((t + 0.02, pieces[0]))
+            t += 0.5
+    guesses = guess_401(Trace(), ATTACKER, 12, t0=t)
+    frames += list(guesses.frames())
+    return frames, later_count
+
+
+def _write_frames(path, frames):
+    from scapy.utils import RawPcapWriter
+    writer = RawPcapWriter(str(path), linktype=1)
+    writer.write_header(None)
+    for t, frame in sorted(frames, key=lambda f: f[0]):
+        writer.write_packet(frame, sec=int(t), usec=int(round((t - int(t)) * 1e6)))
+    writer.close()
+    return path
+
+
+@hsettings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_fragment_floods_and_overlaps_change_no_decision(tmp_path_factory, seed):
+    """Replay reads first fragments as the live capture copies them, and nothing else of a
+    fragmented datagram: later, duplicated, overlapping and never-completed fragments change
+    no decision and keep no state."""
+    import random
+    folder = tmp_path_factory.mktemp("fragments")
+    clean_frames, _ = _fragmented_office(random.Random(seed), noise=False)
+    noisy_frames, later = _fragmented_office(random.Random(seed), noise=True)
+    clean = run(_write_frames(folder / "clean.pcap", clean_frames), maxretry=3)
+    noisy = run(_write_frames(folder / "noisy.pcap", noisy_frames), maxretry=3)
+    assert [(b.address, b.failures, b.reason) for b in noisy.bans] == \
+        [(b.address, b.failures, b.reason) for b in clean.bans] == \
+        [(ATTACKER, 3, "3 failures in 0 s: 3 unproven (3×repeated 401)")]
+    assert noisy.rules == clean.rules and noisy.rules["cleared"] == 48
+    assert noisy.later_fragments == later and clean.later_fragments == 0
+    assert noisy.reader["fragments"] == clean.reader["fragments"] == 48
+    assert noisy.reader["truncated_unusable"] == 0
