@@ -30,7 +30,7 @@ build: venv
 # The whole suite with the compiled parser, then the parser-dependent suites on the fallback.
 test: setup
 	$(PYTEST) -q tests
-	FASTBAN_PURE_PYTHON=1 $(PYTEST) -q tests/test_replay.py tests/test_rules.py tests/test_guard.py
+	FASTBAN_PURE_PYTHON=1 $(PYTEST) -q tests/test_replay.py tests/test_rules.py tests/test_guard.py tests/test_streams.py
 
 demo: setup
 	$(PY) -m fastban.demo

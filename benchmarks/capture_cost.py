@@ -140,12 +140,104 @@ def kernel_cost(repeat: int, trials: int) -> dict:
     return result
 
 
+def per_address_copies(path, sip_ports=(5060,)) -> int:
+    """What the capture of before copied of a recording: every 401/403/407, and a final answer
+    to an address while its count of challenges outstanding (401/407 sent, minus final
+    answers copied, for 64 s) was above zero; requests never."""
+    from fastban import packets
+    from fastban.replay import _packets, open_capture
+
+    stale, outstanding, copies = 64.0, {}, 0
+    reader = open_capture(path)
+    try:
+        for linktype, ts, frame in _packets(reader):
+            try:
+                segment = packets.decode(linktype, frame)
+            except packets.LaterFragment:
+                continue
+            payload = segment.payload if segment else b""
+            if segment is None or segment.sport not in sip_ports or \
+                    not payload.startswith(b"SIP/2.0 ") or not payload[8:11].isdigit():
+                continue
+            status, peer = int(payload[8:11]), segment.dst
+            count, last = outstanding.get(peer, (0, 0.0))
+            if status in (401, 407):
+                copies += 1
+                outstanding[peer] = (1 if ts - last > stale else count + 1, ts)
+            elif status >= 200:
+                if status == 403:
+                    copies += 1
+                if count > 0 and ts - last <= stale:
+                    copies += status != 403
+                    if count > 1:
+                        outstanding[peer] = (count - 1, last)
+                    else:
+                        del outstanding[peer]
+                else:
+                    outstanding.pop(peer, None)
+    finally:
+        reader.close()
+    return copies
+
+
+def office_copies(seconds: float, phones: int = 50) -> dict:
+    """A busy office through the real capture, and the capture of before on its recording."""
+    import tempfile
+    from pathlib import Path
+
+    from fastban.demo import GuardProcess
+    from fastban.replay import replay
+    from fastban.config import load_settings
+    from fastban.siplab import SipLab
+
+    with SipLab(attackers=1) as lab, tempfile.TemporaryDirectory(prefix="fbcap-") as workdir:
+        office = lab.add_office()
+        guard = GuardProcess(lab.server_namespace, lab.server_iface, Path(workdir))
+        guard.start()
+        try:
+            recording_path = Path(workdir) / "office.pcap"
+            with lab.record(recording_path):
+                before = guard.json("stats")
+                started = time.monotonic()
+                result = office.run_phones(count=phones, duration=seconds, register_interval=20,
+                                           options_interval=5, call_interval=40, call_hold=2.0,
+                                           response_timeout=5.0)
+                elapsed = time.monotonic() - started
+                time.sleep(1.0)
+                after = guard.json("stats")
+        finally:
+            guard.detach()
+        replayed = replay(recording_path, load_settings(guard.config))
+        old = per_address_copies(recording_path)
+    delta = {k: after[k] - before[k] for k in ("sip_packets_examined", "packets_captured",
+                                                "requests_captured", "failures_counted")}
+    reasons = {k: after["captured_by_reason"].get(k, 0) - before["captured_by_reason"].get(k, 0)
+               for k in after["captured_by_reason"]}
+    out = {
+        "phones": phones, "seconds": round(elapsed, 1),
+        "sip_packets_on_the_wire": replayed.segments,
+        "sip_packets_per_s": round(replayed.segments / elapsed, 1),
+        "examined_by_the_kernel": delta["sip_packets_examined"],
+        "copied_now": delta["packets_captured"],
+        "copied_now_per_s": round(delta["packets_captured"] / elapsed, 1),
+        "copied_now_by_reason": reasons,
+        "copied_before": old,
+        "copied_before_per_s": round(old / elapsed, 1),
+        "failures_live": delta["failures_counted"], "failures_replay": replayed.failures,
+        "registrations": result.registrations_ok, "options": result.by_kind["OPTIONS"].sent,
+        "calls": result.calls_made,
+    }
+    log(f"office copies: {out}")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     repeat, trials = (200_000, 3) if args.quick else (1_000_000, 7)
-    results = {"kernel": kernel_cost(repeat, trials)}
+    results = {"kernel": kernel_cost(repeat, trials),
+               "office": office_copies(30 if args.quick else 120)}
     save_json("capture_cost", results)
     return 0
 

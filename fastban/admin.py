@@ -269,6 +269,8 @@ def cmd_stats(args) -> int:
     else:
         width = max(map(len, figures))
         for key, value in figures.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {v}" for k, v in sorted(value.items())) or "-"
             print(f"{key.replace('_', ' '):<{width}}  {value}")
     return 0
 

@@ -30,7 +30,7 @@ up front is only each hash map's bucket array: 16 bytes x capacity rounded up to
 exact IPv4 80 B, exact IPv6 88 B, IPv4 range 44 B, IPv6 range 56 B; an LPM trie also adds
 intermediate nodes, so /proc/meminfo's Slab grew by ~150-200 B per range ban. See
 MEMORY_PER_BAN. The capture's tables of challenged peers and open Call-IDs are LRU hash maps,
-preallocated: about 7 MiB and 11 MiB.
+preallocated: 6 MiB and 12 MiB (memlock in fdinfo).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import ipaddress
 import itertools
 import logging
 import time
+from collections import Counter
 from typing import Callable
 
 from fastban import sip, state
@@ -80,6 +81,7 @@ class Guard:
         self.wall, self.monotonic_ns = wall, monotonic_ns
         self.counts = {"packets": 0, "bans_total": 0, "unbans_total": 0, "bans_refused": 0,
                        "challenges_marked": 0}
+        self.copied_by_reason: Counter = Counter()   # why the kernel copied what it did
         self.settings = settings
         self.state, warning = state.load(settings.state_file, now=wall())
         if warning:
@@ -175,8 +177,9 @@ class Guard:
         captured.sort(key=_ktime)
         # The kernel's clock to the wall clock, read once per batch.
         offset = self.wall() - self.monotonic_ns() / 1e9
-        detector, new_bans = self.detector, []
+        detector, new_bans, reasons = self.detector, [], self.copied_by_reason
         for packet in captured:
+            reasons[packet.reason] += 1
             for verdict in detector.segment(packet.ktime_ns / 1e9 + offset, packet):
                 if (record := self.ban_decided(verdict)):
                     new_bans.append(record)
@@ -354,7 +357,9 @@ class Guard:
             "packets_seen": counters.get("seen", 0),
             "packets_passed": counters.get("passed", 0),
             "packets_dropped": counters.get("dropped", 0),
+            "sip_packets_examined": counters.get("capture_examined", 0),
             "packets_captured": counters.get("captured", 0),
+            "captured_by_reason": dict(self.copied_by_reason),
             "requests_captured": counters.get("capture_requests", 0),
             "captured_unsure": counters.get("capture_unsure", 0),
             "events_lost": counters.get("capture_lost", 0),
