@@ -233,6 +233,10 @@ def _scale_rows(rows):
              f"{s['guard_ban_by_hand_seconds_each'][0]} s / "
              f"{s['guard_unban_by_hand_seconds_each'][0]} s", "", None),
             (f"DataPlane.bans() listing {n:,}", f"{s['list_bans_seconds']} s", "", None),
+            (f"fastban list --json through the control socket, {n:,} bans",
+             f"{s.get('list_json_socket_seconds', '-')} s, {_fmt(s.get('list_json_rows'))} rows, "
+             f"{(s.get('list_json_bytes') or 0) / 2**20:.0f} MiB, exit "
+             f"{s.get('list_json_returncode', '-')}", "", None),
         ]
 
 

@@ -10,6 +10,8 @@ with a fake wall clock (so expiry can be triggered without waiting). Measures:
   - the state file: time and size of writing the whole state with 1M bans, and of a save after
     one change (appended to the journal);
   - DataPlane.bans() (what `fastban list` and the start-up reconciliation read) with 1M bans;
+  - `fastban list --json` through the control socket with 1M bans: the real command against
+    the guard's control server (streamed in chunks), its time and output;
   - Guard.ban / Guard.unban by hand (`fastban ban/unban`) with 1M bans present: time per call;
   - expiring 1M bans: the clock jumps past their end, Guard.tick() is called until none is
     left (the guard may lift them in slices per tick): total time, ticks, the longest tick.
@@ -48,6 +50,7 @@ def run(quick: bool = False, total: int = 1_000_000) -> dict:
     from fastban.config import load_settings
     from fastban.dataplane import DataPlane, remove_pins
     from fastban.guard import Guard
+    from fastban.detection import Verdict
     from fastban.rules import BanDecision
 
     if quick:
@@ -93,9 +96,9 @@ def run(quick: bool = False, total: int = 1_000_000) -> dict:
                 for first in range(0, total, SAVE_EVERY):
                     t0 = time.perf_counter()
                     for address in fill[first:first + SAVE_EVERY]:
-                        guard.ban_decided(BanDecision(address, ipaddress.ip_network(address),
-                                                      10, now - 60, now, 3600,
-                                                      "10 failures in 60 s"))
+                        decision = BanDecision(address, ipaddress.ip_network(address), 10, 10,
+                                               now - 60, now, "10 failures in 60 s")
+                        guard.ban_decided(Verdict(decision, 3600, 0))
                     t1 = time.perf_counter()
                     guard.save()          # as the service's ticks do while bans pour in
                     took, saving = took + t1 - t0, saving + time.perf_counter() - t1
@@ -126,6 +129,9 @@ def run(quick: bool = False, total: int = 1_000_000) -> dict:
                 listed = len(dp.bans())
                 results["list_bans_seconds"] = round(time.perf_counter() - t0, 2)
                 results["listed"] = listed
+
+                log("scale: fastban list --json through the control socket")
+                results.update(_list_through_the_socket(guard, workdir))
 
                 log("scale: Guard.ban and Guard.unban by hand, once each")
                 times = []
@@ -163,6 +169,34 @@ def run(quick: bool = False, total: int = 1_000_000) -> dict:
                 dp.close()
                 remove_pins(dp.pin_dir)
     return results
+
+
+def _list_through_the_socket(guard, workdir: str) -> dict:
+    """The real `fastban list --json` against a control server that answers as the service
+    does (fastban.service: the rows streamed, made outside the lock)."""
+    import subprocess
+    import sys
+    import threading
+
+    from benchmarks.common import ROOT
+    from fastban import control
+
+    path = os.path.join(workdir, "list.sock")
+    server = control.Server(path, lambda request: control.Stream(guard.listing_later()),
+                            threading.Lock())
+    server.start()
+    try:
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "fastban", "list", "--json", "--socket",
+                               path, "--iface", "unused"], capture_output=True, timeout=900,
+                              cwd=ROOT)
+        took = time.perf_counter() - t0
+    finally:
+        server.stop()
+    rows = len(json.loads(done.stdout)["bans"]) if done.returncode == 0 else None
+    return {"list_json_socket_seconds": round(took, 1), "list_json_rows": rows,
+            "list_json_bytes": len(done.stdout), "list_json_returncode": done.returncode,
+            "list_json_stderr": done.stderr.decode(errors="replace")[-300:]}
 
 
 def main() -> None:

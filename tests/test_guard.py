@@ -364,3 +364,26 @@ def test_trust_is_saved_and_restored_across_a_restart(dataplane, settings_for):
     assert again.rules.is_trusted(office, time.time())
     assert again.handle_packets(forbidden(office, 5)) == []
     assert again.stats()["unproven_of_trusted"] == 5
+
+
+def test_a_challenge_the_kernel_could_not_read_is_marked_in_its_tables(dataplane,
+                                                                       settings_for):
+    """The capture reads the first message of a TCP segment; a 401 behind a 200 in the same
+    segment is read by user space, which marks it in the kernel's tables so that the answer
+    to it is copied."""
+    from fastban import headerscan
+    from fastban.dataplane import CapturedPacket
+    guard = Guard(settings_for(), dataplane)
+    peer = ipaddress.ip_address("10.240.0.90")
+    both = (sip_response(200, call_id="options-1", branch="z9hG4bKo", via_host=str(peer),
+                         transport="TCP") +
+            sip_response(401, call_id="register-7", branch="z9hG4bKr", via_host=str(peer),
+                         transport="TCP"))
+    ktime = time.monotonic_ns()
+    guard.handle_packets([CapturedPacket(ipaddress.ip_address("10.240.0.1"), peer, 5060, 41000,
+                                         "tcp", 200, both, ktime, payload_len=len(both),
+                                         tcp_seq=1, reason="tcp segment")])
+    assert guard.counts["challenges_marked"] == 1
+    marked = dataplane.open_calls()[peer, headerscan.call_hash(b"register-7")]
+    assert abs(marked - ktime) < 5_000_000
+    assert dataplane.challenged_peers()[peer][0] == marked

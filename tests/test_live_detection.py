@@ -4,7 +4,7 @@ deciding the same.
 
 * An office of 50 phones behind one NAT address (REGISTER with digest auth, OPTIONS
   keep-alives, INVITE -> 407 -> INVITE with credentials -> 486/200 -> BYE, at random) for
-  three minutes: no failure, no ban.
+  three minutes: no failure, no ban. The same over TCP and IPv6, 20 phones for a minute.
 * A forger elsewhere sends 10,000 requests with the office's address, then 10,000 more with
   made-up credentials: the office, trusted since its phones logged in, is not banned. A
   password guesser on an office machine is then banned after maxretry proven failures.
@@ -106,6 +106,22 @@ def test_an_office_of_50_phones_behind_one_address_is_never_banned(lab, guard, t
     # The kernel copied the challenges, their answers and the requests with credentials,
     # not the keep-alives: far fewer messages than the office exchanged.
     assert live["packets_captured"] < replayed["summary"]["segments"] / 2
+
+
+def test_an_office_over_tcp_and_ipv6_is_never_banned_and_replay_agrees(lab, guard, tmp_path):
+    """Over TCP the detection path puts streams back together (a segment may hold several
+    messages or part of one); live and replay still decide the same."""
+    office = lab.office(0)
+    with lab.record(tmp_path / "office-tcp.pcap") as recording:
+        result = office.run_phones(count=20, duration=60, family=6, transport="tcp",
+                                   register_interval=10, options_interval=3, call_interval=20,
+                                   call_hold=1.0, response_timeout=SLOW)
+    assert result.phones_registered == 20 and result.failures == 0
+    live = settle(guard)
+    assert live["failures_counted"] == 0 and live["bans_active"] == 0 and live["logins"] > 20
+    replayed = replay(guard, recording)
+    assert replayed["bans"] == []
+    assert_agree(live, guard.json("list")["bans"], replayed)
 
 
 def test_forged_failures_cannot_ban_the_office_but_its_own_guesser_is_banned(lab, guard,
