@@ -35,8 +35,8 @@ test: setup
 demo: setup
 	$(PY) -m fastban.demo
 
-# The benchmark report (about 7 minutes): benchmarks/RESULTS.md, JSON and plots in
-# benchmarks/results/. bench-quick takes about 2.5 minutes.
+# The benchmark report (about 12 minutes): benchmarks/RESULTS.md, JSON and plots in
+# benchmarks/results/. bench-quick runs a shorter version of each part.
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]' --no-build-isolation
 	$(PY) -m benchmarks.run

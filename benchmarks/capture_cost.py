@@ -111,12 +111,15 @@ def kernel_cost(repeat: int, trials: int) -> dict:
         old_bpf, old_fn = _old_program()
         try:
             egress, ingress = dp._tc_fns["egress"].fd, dp._tc_fns["ingress"].fd
-            now = time.monotonic_ns()
-            dp.mark_challenge(OFFICE, b"reg-1@office", now)
-            _challenge_old(old_bpf, OFFICE)
+
+            def challenge():        # again before each trial: the window is challenge_grace
+                dp.mark_challenge(OFFICE, b"reg-1@office", time.monotonic_ns())
+                _challenge_old(old_bpf, OFFICE)
+
             for case, frame in frames.items():
                 new_runs, old_runs = [], []
                 for _ in range(trials):
+                    challenge()
                     new_runs.append(bpfsys.prog_test_run(egress, frame, repeat)[1])
                     if case in STABLE_IN_BOTH:
                         old_runs.append(bpfsys.prog_test_run(old_fn.fd, frame, repeat)[1])
@@ -127,7 +130,10 @@ def kernel_cost(repeat: int, trials: int) -> dict:
                 result["cases"][case] = row
                 log(f"capture cost {case}: {row}")
             for case, frame in requests.items():
-                runs = [bpfsys.prog_test_run(ingress, frame, repeat)[1] for _ in range(trials)]
+                runs = []
+                for _ in range(trials):
+                    challenge()
+                    runs.append(bpfsys.prog_test_run(ingress, frame, repeat)[1])
                 result["cases"][case] = {"now_ns": median(runs),
                                          "payload_bytes": len(REQUESTS[case])}
                 log(f"capture cost {case}: {result['cases'][case]}")

@@ -377,13 +377,17 @@ NOTES = """\
   through.
 - **Controller** loss is the perf buffer overflowing (capture_lost): 1024 pages (4 MiB) per CPU, and the
   TC program runs on the sender's CPU, so all events go to one CPU's buffer. Each response
-  costs the single Python thread a ctypes callback and decode_capture, the parser and the
-  rules (every response of the rig is a new Call-ID, as in a guessing attack): the "stages
-  alone" row adds up to the ceiling. Every 10th response crosses a ban threshold, and the
-  rig's 403s keep coming after the ban (they never pass XDP), so about 10% of responses also
-  write a ban. The sender's CPU also runs the TC program and the perf copy: it tops out near
-  110-120k responses/s, so the higher steps offer what it can. "Sustained" is the highest step
-  with no loss at it and at every step below it.
+  costs the single Python thread a ctypes callback and decode_capture, then the detection path
+  (fastban.detection: message split, parser, rules; every response of the rig is a new Call-ID,
+  as in a guessing attack): the "stages alone" row adds up to the ceiling. The guard's maxretry
+  is never reached, so no response is skipped as a banned source's would be. The sender's CPU
+  also runs the TC program and the perf copy: it tops out near 100-120k responses/s, so the
+  higher steps offer what it can. "Sustained" is the highest step with no loss at it and at
+  every step below it.
+- **Capture** costs are each program's own work on one frame run again and again (no perf
+  reader is open, so a copy fails at once: the copy itself costs the same in both). The office
+  row counts what crossed the server's interface (a recording), what the kernel copied, and
+  what the per-address filter of before copies of that recording (a Python model of it).
 - **Scale**: the controller figures are for the Guard as committed when the run was made (see
   the date above); ban/unban by hand and expiry slices are the Guard's choices.
 """

@@ -25,6 +25,7 @@ from fastban.guard import GuardError, iso
 from fastban.offline import Offline
 
 PIN_ROOT = DEFAULT_PIN_ROOT
+LIST_TIMEOUT = 300.0      # seconds a list may wait for the next chunk from the guard
 
 
 class CommandError(Exception):
@@ -165,7 +166,8 @@ def _warn(offline: Offline) -> None:
 def cmd_list(args) -> int:
     settings = _settings(args)
     try:
-        with control.Client(settings.control_socket) as client:
+        # The guard reads every ban in the kernel before the first row: seconds at 1M bans.
+        with control.Client(settings.control_socket, timeout=LIST_TIMEOUT) as client:
             rows = client.stream("list")
             print_bans(rows, args.json)
         return 0
