@@ -150,3 +150,22 @@ def test_the_compiled_programs_agree_with_the_header(kernel):
     finally:
         program.remove_pins(f"{root}/x")
         os.rmdir(root)
+
+
+def test_a_capture_record_with_its_fields_reordered_is_refused(tmp_path):
+    """decode_capture unpacks the record in abi.h's field order: a scratch header that swaps
+    two fields of the same size is refused (at import, for the real header) rather than read
+    as the other field."""
+    from fastban.dataplane.capture import check_record_fields
+    check_record_fields(ABI.struct("fb_capture_meta"), ABI.source)
+    scratch = tmp_path / "bpf"
+    shutil.copytree(abi.bpf_dir(), scratch)
+    header = scratch / "abi.h"
+    text = header.read_text()
+    swapped = text.replace("    __u16 sport;", "    __u16 @@;").replace(
+        "    __u16 dport;", "    __u16 sport;").replace("    __u16 @@;", "    __u16 dport;")
+    assert swapped != text
+    header.write_text(swapped)
+    with pytest.raises(AbiError) as raised:
+        check_record_fields(abi.load(scratch).struct("fb_capture_meta"), "scratch")
+    assert "\n" not in str(raised.value) and "fb_capture_meta" in str(raised.value)

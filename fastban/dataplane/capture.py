@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from fastban.abi import ABI
+from fastban.abi import ABI, AbiError
 from fastban.packets import address
 
 CAPTURE_PAGES = 1024    # perf buffer pages per CPU (4 MiB): absorbs bursts while the guard is busy
@@ -68,32 +68,45 @@ def _struct_format(structure) -> struct.Struct:
 
 
 CAPTURE_META = _struct_format(FbCaptureMeta)
-# Where each field comes in the unpacked tuple, by its name in abi.h.
-(_KTIME, _SADDR, _DADDR, _SPORT, _DPORT, _STATUS, _PAYLOAD_OFF, _PAYLOAD_LEN, _CAP_LEN, _SEQ,
- _FAMILY, _PROTOCOL, _DIRECTION, _KIND, _FLAGS, _REASON) = (
-    [name for name, _ in FbCaptureMeta._fields_].index(field) for field in (
-        "ktime_ns", "saddr", "daddr", "sport", "dport", "status", "payload_off",
-        "payload_len", "cap_len", "tcp_seq", "family", "protocol", "direction", "kind",
-        "flags", "reason"))
+# decode_capture names the fields in abi.h's order: a header that reorders or renames them
+# stops the import here rather than decoding one field as another.
+_FIELDS = ("ktime_ns", "saddr", "daddr", "sport", "dport", "status", "payload_off",
+           "payload_len", "cap_len", "tcp_seq", "family", "protocol", "direction", "kind",
+           "flags", "reason", "pad")
+
+
+def check_record_fields(structure, source) -> None:
+    """AbiError unless structure (fb_capture_meta as a header declares it) has the fields
+    decode_capture reads, in its order."""
+    if tuple(name for name, _ in structure._fields_) != _FIELDS:
+        raise AbiError(f"{source}: struct fb_capture_meta is not the record decode_capture "
+                       f"reads ({', '.join(_FIELDS)})")
+
+
+check_record_fields(FbCaptureMeta, ABI.source)
 _FRAGMENT, _FIN, _RST = ABI["FB_META_FRAGMENT"], ABI["FB_META_TCP_FIN"], ABI["FB_META_TCP_RST"]
 _INGRESS = ABI["FB_DIR_INGRESS"]
+_META_SIZE = CAPTURE_META.size
+_unpack_meta = CAPTURE_META.unpack_from
 
 
 def decode_capture(raw: bytes) -> CapturedPacket | None:
     """One perf record (struct fb_capture_meta + packet bytes) -> CapturedPacket."""
-    size = CAPTURE_META.size
-    if len(raw) < size:
+    if len(raw) < _META_SIZE:
         return None
-    f = CAPTURE_META.unpack_from(raw)
-    packet = raw[size:size + f[_CAP_LEN]]
-    width = 4 if f[_FAMILY] == 4 else 16
-    start, flags = f[_PAYLOAD_OFF], f[_FLAGS]
+    (ktime_ns, saddr, daddr, sport, dport, status, payload_off, payload_len, cap_len, tcp_seq,
+     family, protocol, direction, kind, flags, reason, _) = _unpack_meta(raw)
+    packet = raw[_META_SIZE:_META_SIZE + cap_len]
+    if family == 4:
+        src, dst = address(saddr[:4]), address(daddr[:4])
+    else:
+        src, dst = address(saddr), address(daddr)
     return CapturedPacket(
-        address(f[_SADDR][:width]), address(f[_DADDR][:width]), f[_SPORT], f[_DPORT],
-        _PROTOCOLS.get(f[_PROTOCOL], "udp"), f[_STATUS], packet[start:start + f[_PAYLOAD_LEN]],
-        f[_KTIME], "ingress" if f[_DIRECTION] == _INGRESS else "egress", packet,
-        _KINDS.get(f[_KIND], "response"), f[_PAYLOAD_LEN], f[_SEQ], bool(flags & _FRAGMENT),
-        bool(flags & _FIN), bool(flags & _RST), REASONS.get(f[_REASON], ""))
+        src, dst, sport, dport, _PROTOCOLS.get(protocol, "udp"), status,
+        packet[payload_off:payload_off + payload_len], ktime_ns,
+        "ingress" if direction == _INGRESS else "egress", packet, _KINDS.get(kind, "response"),
+        payload_len, tcp_seq, bool(flags & _FRAGMENT), bool(flags & _FIN), bool(flags & _RST),
+        REASONS.get(reason, ""))
 
 
 class Capture:
