@@ -6,11 +6,11 @@ from pathlib import Path
 from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
-BPF_SOURCES = ("fastban.h", "xdp_drop.c", "tc_capture.c")
+BPF_SOURCES = sorted(p.name for p in Path("bpf").iterdir() if p.suffix in (".c", ".h"))
 
 
 class BuildPyWithBpf(build_py):
-    """Copies bpf/*.h and *.c to fastban/bpf/ in the build (where dataplane looks second)."""
+    """Copies bpf/*.h and *.c to fastban/bpf/ in the build (where fastban.abi looks second)."""
 
     def run(self):
         super().run()

@@ -18,10 +18,6 @@ _SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
-BPF_MAP_LOOKUP_ELEM = 1
-BPF_MAP_UPDATE_ELEM = 2
-BPF_MAP_DELETE_ELEM = 3
-BPF_MAP_GET_NEXT_KEY = 4
 BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
 BPF_MAP_UPDATE_BATCH = 26
@@ -50,12 +46,6 @@ class _ObjAttr(ctypes.Structure):
     _fields_ = [("pathname", ctypes.c_uint64), ("bpf_fd", ctypes.c_uint32),
                 ("file_flags", ctypes.c_uint32), ("path_fd", ctypes.c_int32),
                 ("_pad", ctypes.c_uint32)]
-
-
-class _ElemAttr(ctypes.Structure):
-    _fields_ = [("map_fd", ctypes.c_uint32), ("_pad", ctypes.c_uint32),
-                ("key", ctypes.c_uint64), ("value", ctypes.c_uint64),
-                ("flags", ctypes.c_uint64)]
 
 
 class BpfError(OSError):
@@ -105,26 +95,6 @@ def delete_batch(map_fd: int, keys: bytes, count: int) -> int:
     attr = _BatchAttr(keys=ctypes.addressof(kbuf), count=count, map_fd=map_fd)
     _bpf(BPF_MAP_DELETE_BATCH, attr)
     return attr.count
-
-
-def update_elem(map_fd: int, key: bytes, value: bytes) -> None:
-    kbuf = ctypes.create_string_buffer(key, len(key))
-    vbuf = ctypes.create_string_buffer(value, len(value))
-    _bpf(BPF_MAP_UPDATE_ELEM, _ElemAttr(map_fd=map_fd, key=ctypes.addressof(kbuf),
-                                        value=ctypes.addressof(vbuf)))
-
-
-def lookup_elem(map_fd: int, key: bytes, value_size: int) -> bytes | None:
-    kbuf = ctypes.create_string_buffer(key, len(key))
-    vbuf = ctypes.create_string_buffer(value_size)
-    try:
-        _bpf(BPF_MAP_LOOKUP_ELEM, _ElemAttr(map_fd=map_fd, key=ctypes.addressof(kbuf),
-                                            value=ctypes.addressof(vbuf)))
-    except BpfError as error:
-        if error.errno == 2:
-            return None
-        raise
-    return vbuf.raw
 
 
 def fill_map(map_fd: int, keys: bytes, key_size: int, value: bytes, chunk: int = 65536) -> None:

@@ -11,12 +11,12 @@
    copy (which costs the same in both). A program run over the same frame again and again keeps
    the state the first run left: the old program's "answer" becomes "not challenged" after one
    run, so only stable cases are compared.
-2. A busy NAT office. The lab's office (fastban.siplab: 50 sipp phones behind one nftables NAT
-   address, each its own port, REGISTER with digest auth, OPTIONS keep-alives, calls with a
-   407), with `fastban run` guarding the server: SIP messages per second on the wire (counted
-   by the kernel), copied per second and why (kernel counters and the copies' reasons), and
-   what the per-address filter of before would have copied of the same traffic (the recording
-   replayed through a Python model of it).
+2. A busy NAT office. The lab's office (fastban.lab.siplab: 50 sipp phones behind one
+   nftables NAT address, each its own port, REGISTER with digest auth, OPTIONS keep-alives,
+   calls with a 407), with `fastban run` guarding the server: SIP messages per second on the
+   wire (counted by the kernel), copied per second and why (kernel counters and the copies'
+   reasons), and what the per-address filter of before would have copied of the same traffic
+   (the recording replayed through a Python model of it).
 
     .venv/bin/python -m benchmarks.capture_cost [--quick]
 """
@@ -95,7 +95,7 @@ def _challenge_old(bpf, address: str) -> None:
 
 
 def kernel_cost(repeat: int, trials: int) -> dict:
-    from fastban import netns
+    from fastban.lab import netns
     from fastban.dataplane import DataPlane
 
     frames = {case: udp_frame(SERVER, dst, 5060, 40001, payload)
@@ -191,10 +191,10 @@ def office_copies(seconds: float, phones: int = 50) -> dict:
     import tempfile
     from pathlib import Path
 
-    from fastban.demo import GuardProcess
+    from fastban.lab.guard_process import GuardProcess
     from fastban.replay import replay
     from fastban.config import load_settings
-    from fastban.siplab import SipLab
+    from fastban.lab.siplab import SipLab
 
     with SipLab(attackers=1) as lab, tempfile.TemporaryDirectory(prefix="fbcap-") as workdir:
         office = lab.add_office()

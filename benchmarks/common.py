@@ -108,13 +108,6 @@ def cpu_delta(before: dict, after: dict, cpu: str = "cpu") -> dict:
     return {k: (after[cpu][k] - before[cpu][k]) / hz for k in before[cpu]}
 
 
-def process_cpu(pid: int) -> float:
-    """utime + stime of a process in seconds (includes softirq run in its context)."""
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def rss_bytes(pid: int | str = "self") -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -169,15 +162,6 @@ def save_json(name: str, data) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, default=str))
     return path
-
-
-def sh(args, check=True, **kw) -> subprocess.CompletedProcess:
-    kw.setdefault("capture_output", True)
-    kw.setdefault("text", True)
-    result = subprocess.run(args, **kw)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, args))}: {result.stderr.strip()}")
-    return result
 
 
 def sweep_pins() -> None:

@@ -58,13 +58,13 @@ class _NullDataPlane:
     def __init__(self):
         self.banned = {}
 
-    def allowed(self):
+    def whitelisted(self):
         return []
 
-    def allow(self, network):
+    def whitelist(self, network):
         pass
 
-    def disallow(self, network):
+    def unwhitelist(self, network):
         return True
 
     def set_sip_ports(self, ports):
@@ -159,7 +159,8 @@ def _stats(client) -> dict:
 
 
 def run(quick: bool = False, seconds: float = 3.0) -> dict:
-    from fastban import control, netns
+    from fastban import control
+    from fastban.lab import netns
 
     rates = RATES
     if quick:

@@ -334,7 +334,7 @@ def _one(rig, name: str, banned: list, frames: Path, seconds: float) -> dict:
 
 
 def run(quick: bool = False, seconds: float = 2.5, rounds: int = 3) -> dict:
-    from fastban import netns
+    from fastban.lab import netns
 
     if quick:
         seconds, rounds = 1.5, 1

@@ -46,12 +46,12 @@ class FakeClock:
 
 
 def run(quick: bool = False, total: int = 1_000_000) -> dict:
-    from fastban import netns
+    from fastban.lab import netns
     from fastban.config import load_settings
     from fastban.dataplane import DataPlane, remove_pins
     from fastban.guard import Guard
     from fastban.detection import Verdict
-    from fastban.rules import BanDecision
+    from fastban.decisions import BanDecision
 
     if quick:
         total = 100_000

@@ -79,7 +79,7 @@ def _spin_until(deadline_ns: int) -> None:
 
 def run(quick: bool = False, attackers: int = 1000, interval_us: int = 100) -> dict:
     """Both scheduling set-ups, one after the other, in one lab."""
-    from fastban import netns
+    from fastban.lab import netns
 
     if quick:
         attackers = 200

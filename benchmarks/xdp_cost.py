@@ -133,7 +133,7 @@ def _ban_probes(dp) -> None:
 
 
 def run(quick: bool = False, repeat: int = 1_000_000, trials: int = 5) -> dict:
-    from fastban import netns
+    from fastban.lab import netns
     from fastban.dataplane import DataPlane, remove_pins
 
     if quick:
@@ -167,7 +167,6 @@ def run(quick: bool = False, repeat: int = 1_000_000, trials: int = 5) -> dict:
                         6: bpfsys.obj_get(os.path.join(dp.pin_dir, "bans_v6"))}
                 value = bytes(16)
                 filled = 0
-                keys4, keys6 = b"", b""
                 for level in LEVELS:
                     if level > filled:
                         add4 = b"".join(v4_addresses(level - filled, start=filled + 1))
@@ -178,8 +177,6 @@ def run(quick: bool = False, repeat: int = 1_000_000, trials: int = 5) -> dict:
                         took = time.perf_counter() - t0
                         if level - filled >= 100_000:
                             results["fill_rate_batched"][level] = round(2 * (level - filled) / took)
-                        keys4 += add4
-                        keys6 += add6
                         filled = level
                     log(f"xdp_cost: {level} bans per family, measuring")
                     row = {"bans": level}

@@ -1,8 +1,8 @@
 /* fastban TC (clsact) program: copies to user space the SIP messages the failure rules need.
  *
  * Each hook reads the roles config gives it (FB_CFG_ROLES_EGRESS / _INGRESS): responses
- * (UDP/TCP from a port in sip_ports) and/or requests (to a port in sip_ports); IPv4, IPv6 with
- * extension headers, IP first fragments, 802.1Q/QinQ. The remote party (the destination of a
+ * (UDP/TCP from a port in sip_ports) and/or requests (to a port in sip_ports); the frame is
+ * walked by bpf/walk.h (IP first fragments included). The remote party (the destination of a
  * response, the source of a request) is the "peer". Copied, with the packet bytes, through the
  * perf buffer "captures":
  *   - every 401 and 407 (which mark the peer challenged, and its Call-ID open), 403, and 404
@@ -15,7 +15,7 @@
  * The Call-ID, the credentials and the length of a message are read by the header scan, an
  * automaton whose table user space writes (fastban/headerscan.py). Whatever the scan cannot
  * read within FB_SCAN_MAX bytes counts as open: it costs a copy, never a withheld message.
- * Never changes or drops a packet. Compiled together with xdp_drop.c by fastban/dataplane.py.
+ * Never changes or drops a packet. Compiled together with xdp_drop.c (fastban/dataplane).
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
@@ -75,86 +75,41 @@ static __always_inline int fb_fresh(__u64 then, struct fb_work *w)
     return then != 0 && w->now - then <= w->grace;
 }
 
-/* Walks L2-L4 into w->meta; returns the payload offset, or 0 for a packet to leave alone. */
+static __always_inline void *fb_skb_read(struct __sk_buff *skb, __u32 off, void *buffer,
+                                         __u32 len)
+{
+    return bpf_skb_load_bytes(skb, off, buffer, len) == 0 ? buffer : NULL;
+}
+
+#define FB_WALK_NAME fb_walk_skb
+#define FB_WALK_CTX struct __sk_buff
+#define FB_WALK_READ fb_skb_read
+#include "walk.h"
+
+/* Walks the frame (bpf/walk.h) and its TCP/UDP header into w->meta; returns the payload
+ * offset, or 0 for a packet to leave alone. */
 static __always_inline __u32 fb_walk(struct __sk_buff *skb, struct fb_work *w)
 {
     struct fb_capture_meta *meta = &w->meta;
-    __u32 off = sizeof(struct ethhdr);
-    __be16 proto;
-
-    if (bpf_skb_load_bytes(skb, 12, &proto, 2) < 0)
+    struct fb_walk walk;
+    if (!fb_walk_skb(skb, &walk) || walk.later_fragment)
+        return 0;                             /* a later fragment holds no header of ours */
+    if (walk.l4proto != IPPROTO_UDP && walk.l4proto != IPPROTO_TCP)
         return 0;
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        if (proto == htons(ETH_P_8021Q) || proto == htons(ETH_P_8021AD) ||
-            proto == htons(0x9100)) {
-            if (bpf_skb_load_bytes(skb, off + 2, &proto, 2) < 0)
-                return 0;
-            off += sizeof(struct fb_vlan_hdr);
-        }
-    }
-
-    __u8 l4proto;
-    __u32 l3_end;
-    if (proto == htons(ETH_P_IP)) {
-        struct iphdr ip;
-        if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
-            return 0;
-        if (ip.frag_off & htons(0x1FFF))
-            return 0;                         /* a later fragment: no header of ours in it */
-        if (ip.frag_off & htons(0x2000))
-            meta->flags |= FB_META_FRAGMENT;
-        meta->family = 4;
-        l4proto = ip.protocol;
-        __builtin_memcpy(meta->saddr, &ip.saddr, 4);
-        __builtin_memcpy(meta->daddr, &ip.daddr, 4);
-        l3_end = off + ntohs(ip.tot_len);
-        off += ip.ihl * 4;
-    } else if (proto == htons(ETH_P_IPV6)) {
-        struct ipv6hdr ip6;
-        if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
-            return 0;
-        meta->family = 6;
-        l4proto = ip6.nexthdr;
-        __builtin_memcpy(meta->saddr, &ip6.saddr, 16);
-        __builtin_memcpy(meta->daddr, &ip6.daddr, 16);
-        off += sizeof(ip6);
-        l3_end = off + ntohs(ip6.payload_len);
-        /* Up to four extension headers: hop-by-hop, routing, destination, fragment, AH. */
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            if (l4proto != 0 && l4proto != 43 && l4proto != 60 && l4proto != 44 &&
-                l4proto != 51)
-                break;
-            __u8 ext[4];
-            if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0)
-                return 0;
-            if (l4proto == 44) {
-                if ((ext[2] << 5 | ext[3] >> 3) != 0)
-                    return 0;                 /* a later fragment */
-                if (ext[3] & 1)
-                    meta->flags |= FB_META_FRAGMENT;
-                off += 8;
-            } else if (l4proto == 51) {
-                off += (ext[1] + 2) * 4;
-            } else {
-                off += (ext[1] + 1) * 8;
-            }
-            l4proto = ext[0];
-        }
-    } else {
-        return 0;
-    }
-    if (l4proto != IPPROTO_UDP && l4proto != IPPROTO_TCP)
-        return 0;
+    meta->family = walk.family;
+    meta->protocol = walk.l4proto;
+    __builtin_memcpy(meta->saddr, walk.saddr, 16);
+    __builtin_memcpy(meta->daddr, walk.daddr, 16);
+    if (walk.first_fragment)
+        meta->flags |= FB_META_FRAGMENT;
+    __u32 off = walk.l4_off, l3_end = walk.l3_end;
 
     __be16 ports[2];
     if (bpf_skb_load_bytes(skb, off, ports, 4) < 0)
         return 0;
     meta->sport = ntohs(ports[0]);
     meta->dport = ntohs(ports[1]);
-    meta->protocol = l4proto;
-    if (l4proto == IPPROTO_UDP) {
+    if (walk.l4proto == IPPROTO_UDP) {
         __be16 udp_len;
         if (bpf_skb_load_bytes(skb, off + 4, &udp_len, 2) < 0)
             return 0;
@@ -219,7 +174,7 @@ static __always_inline int fb_classify(struct __sk_buff *skb, __u8 direction,
     } else {
         return 0;
     }
-    fb_count(FB_CNT_CAP_EXAMINED);
+    fb_count(FB_CNT_CAPTURE_EXAMINED);
 
     /* The peer is the far end: who a response goes to, who a request comes from. A TCP
      * continuation belongs to the side its ports say. */
@@ -279,7 +234,7 @@ static __always_inline int fb_classify(struct __sk_buff *skb, __u8 direction,
     } else if (status >= 200 && peer_challenged) {
         if (any_call) {
             meta->reason = FB_WHY_UNSURE;
-            fb_count(FB_CNT_CAP_UNSURE);
+            fb_count(FB_CNT_CAPTURE_UNSURE);
             w->action = 0;
             return 1;
         }
@@ -453,7 +408,7 @@ static __always_inline __u8 fb_decide(struct fb_work *w)
         }
     }
     if (reason == FB_WHY_UNSURE)
-        fb_count(FB_CNT_CAP_UNSURE);
+        fb_count(FB_CNT_CAPTURE_UNSURE);
     return reason;
 }
 
@@ -482,7 +437,7 @@ static __always_inline int fb_capture(struct __sk_buff *skb, __u8 direction)
         w->stop_flags = FB_SCAN_END;
         if (w->meta.protocol != IPPROTO_TCP && w->action != FB_ACT_REQUEST)
             w->stop_flags |= FB_SCAN_CALL_ID;
-        fb_count(FB_CNT_CAP_SCANNED);
+        fb_count(FB_CNT_CAPTURE_SCANNED);
         fb_scan(w, table);
         w->call_read = 0;
         if (w->counts & 0xFFFF)
@@ -497,7 +452,7 @@ static __always_inline int fb_capture(struct __sk_buff *skb, __u8 direction)
 
     struct fb_capture_meta *meta = &w->meta;
     if (meta->kind == FB_KIND_REQUEST)
-        fb_count(FB_CNT_CAP_REQUESTS);
+        fb_count(FB_CNT_CAPTURE_REQUESTS);
     meta->ktime_ns = w->now;
     meta->direction = direction;
     __u32 len = skb->len;
@@ -506,7 +461,7 @@ static __always_inline int fb_capture(struct __sk_buff *skb, __u8 direction)
     meta->cap_len = len;
     int rc = captures.perf_submit_skb(skb, len, meta, sizeof(*meta));
     if (rc < 0)
-        fb_count(FB_CNT_CAP_FAILED);
+        fb_count(FB_CNT_CAPTURE_FAILED);
     else
         fb_count(FB_CNT_CAPTURED);
     return TC_ACT_OK;

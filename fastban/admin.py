@@ -10,21 +10,19 @@ and no pinned maps); 2 bad usage or settings.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
 import time
 
-from fastban import control, state
-from fastban.cli import SETTINGS_FLAGS, add_settings_arguments, config_path
-from fastban.config import ConfigError, load_settings
-from fastban.dataplane import DEFAULT_PIN_ROOT, DataPlane, DataPlaneError
-from fastban.guard import GuardError, iso
+from fastban import control
+from fastban.arguments import add_settings_arguments, config_path, settings_flags
+from fastban.clock import iso
+from fastban.config import load_settings
+from fastban.dataplane import DEFAULT_PIN_ROOT, DataPlane
 from fastban.offline import Offline
 
-PIN_ROOT = DEFAULT_PIN_ROOT
 LIST_TIMEOUT = 300.0      # seconds a list may wait for the next chunk from the guard
 
 
@@ -88,27 +86,13 @@ def _settings(args, **overrides):
     return load_settings(config_path(args), flags)
 
 
-def dispatch(args) -> int:
-    """Runs a command; user errors end in one line on stderr."""
-    try:
-        return args.handler(args) or 0
-    except ConfigError as error:
-        print(f"fastban: {error}", file=sys.stderr)
-        return 2
-    except (CommandError, GuardError, control.ControlError, state.StateError,
-            DataPlaneError) as error:
-        print(f"fastban: {error}", file=sys.stderr)
-        return 1
-
-
 # -- run ------------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
     from fastban.service import Service
 
-    overrides = {dest: getattr(args, dest) for _, dest, _ in SETTINGS_FLAGS}
-    for dest in ("count_register_404", "capture_direction", "xdp_mode", "ban_scope",
-                 "state_file", "control_socket"):
+    overrides = settings_flags(args)
+    for dest in ("capture_direction", "xdp_mode", "ban_scope", "state_file", "control_socket"):
         overrides[dest] = getattr(args, dest)
     path = config_path(args)
     settings = load_settings(path, overrides)
@@ -138,12 +122,12 @@ def _iface(args, settings, must_be_pinned: bool = True) -> str:
     elif settings.interfaces:
         iface = settings.interfaces[0]
     else:
-        pinned = sorted(os.listdir(PIN_ROOT)) if os.path.isdir(PIN_ROOT) else []
+        pinned = sorted(os.listdir(DEFAULT_PIN_ROOT)) if os.path.isdir(DEFAULT_PIN_ROOT) else []
         if len(pinned) != 1:
             raise CommandError("name the interface with --iface" +
                                (f" (guarded: {', '.join(pinned)})" if pinned else ""))
         iface = pinned[0]
-    if must_be_pinned and not os.path.isdir(os.path.join(PIN_ROOT, iface)):
+    if must_be_pinned and not os.path.isdir(os.path.join(DEFAULT_PIN_ROOT, iface)):
         raise CommandError(f"no guard is running and none has left bans on {iface}")
     return iface
 
@@ -155,7 +139,7 @@ def _offline(args, settings, must_be_pinned: bool = True) -> Offline:
         if must_be_pinned:
             raise
         iface = None
-    return Offline(settings, iface, PIN_ROOT)
+    return Offline(settings, iface, DEFAULT_PIN_ROOT)
 
 
 def _warn(offline: Offline) -> None:
@@ -297,10 +281,3 @@ def _span(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A parser with only these commands, for tests that need no other subcommand."""
-    parser = argparse.ArgumentParser(prog="fastban")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    return parser

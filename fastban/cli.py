@@ -1,81 +1,41 @@
-"""The ``fastban`` command: argparse with one subparser per command.
+"""The ``fastban`` command: one subcommand per job, each ending in one line on a user error.
 
-Commands are registered by *command providers*: a function
-``add_commands(subparsers)`` that adds subparsers and sets ``handler=`` on each
-(``handler(args) -> int``), paired with a ``dispatch(args) -> int`` that runs
-the handler and turns the provider's user errors into one line on stderr.
-``replay`` is provided here; run, list, ban, unban and stats by
-``fastban.admin`` (when present).  Another provider is added to ``PROVIDERS``.
+``replay`` is here; run, list, ban, unban, detach and stats are in fastban.admin.
 
-Exit codes: 0 done, 1 the request could not be carried out, 2 bad usage,
-bad settings or an unreadable capture.
+Exit codes: 0 done, 1 the request could not be carried out, 2 bad usage, bad settings or an
+unreadable capture.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from fastban import __version__
-from fastban.config import DEFAULT_CONFIG_PATH, ConfigError, load_settings
 
-# -- settings flags shared by commands ----------------------------------------------------
+# Python modules fastban needs beside the standard library, and where each comes from.
+DEPENDENCIES = {"msgpack": "make setup (pip: msgpack)", "scapy": "make setup (pip: scapy)",
+                "bcc": "make host (Debian: python3-bpfcc; not the PyPI package 'bcc')"}
 
-SETTINGS_FLAGS = (
-    # (flag, setting, help)
-    ("--maxretry", "maxretry", "failures that ban (default 10)"),
-    ("--findtime", "findtime", "... within this many seconds (default 1800)"),
-    ("--bantime", "bantime", "ban for this many seconds (default 43200)"),
-    ("--whitelist", "whitelist", "space-separated IPs and subnets never banned"),
-    ("--never-block", "never_block", "space-separated networks never banned"),
-    ("--sip-ports", "sip_ports", "SIP ports, space or comma separated (default 5060)"),
-    ("--challenge-grace", "challenge_grace",
-     "seconds an unanswered 401/407 waits before it is a failure (default 32)"),
-    ("--ipv6-ban-prefix", "ipv6_ban_prefix", "count and ban IPv6 per prefix (default 128)"),
-)
-
-
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """--config and the rule flags; values are checked by fastban.config (named errors)."""
-    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
-    for flag, dest, text in SETTINGS_FLAGS:
-        parser.add_argument(flag, dest=dest, metavar="VALUE", help=text)
-    parser.add_argument("--count-register-404", dest="count_register_404",
-                        action="store_const", const=True,
-                        help="count 404 answers to REGISTER (user enumeration) as failures")
-
-
-def config_path(args) -> str | None:
-    """--config, else the service's file /etc/fastban/fastban.toml when it exists."""
-    if args.config:
-        return args.config
-    return DEFAULT_CONFIG_PATH if os.path.exists(DEFAULT_CONFIG_PATH) else None
-
-
-def settings_from_args(args):
-    overrides = {dest: getattr(args, dest, None) for _, dest, _ in SETTINGS_FLAGS}
-    overrides["count_register_404"] = getattr(args, "count_register_404", None)
-    return load_settings(config_path(args), overrides)
-
-
-# -- replay -------------------------------------------------------------------------------
 
 def add_replay_command(subparsers) -> None:
+    from fastban.arguments import add_settings_arguments
+
     p = subparsers.add_parser(
-        "replay", help="run the parser and the rules over a pcap/pcapng capture",
-        description="Which addresses the guard would ban, reading the server's SIP responses "
-                    "(packets whose source port is a SIP port) from a capture file.")
+        "replay", help="run the detection path over a pcap/pcapng capture",
+        description="Which addresses the guard would ban, reading the SIP traffic of a "
+                    "capture file as the live guard reads it.")
     p.add_argument("capture", metavar="CAPTURE", help="pcap or pcapng file (may be gzipped)")
     add_settings_arguments(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-final-expire", dest="final_expire", action="store_false",
                    help="at the end, do not treat still-open challenges as unanswered")
-    p.set_defaults(handler=cmd_replay)
+    p.set_defaults(handler=cmd_replay, prefix="fastban replay")
 
 
 def cmd_replay(args) -> int:
+    from fastban.arguments import settings_from_args
     from fastban.replay import format_text, replay
 
     settings = settings_from_args(args)
@@ -87,55 +47,59 @@ def cmd_replay(args) -> int:
     return 0
 
 
-def dispatch(args) -> int:
-    from fastban.replay import ReplayError
-
-    try:
-        return args.handler(args) or 0
-    except (ConfigError, ReplayError) as error:
-        print(f"fastban {args.command}: {error}", file=sys.stderr)
-        return 2
-
-
-def _admin_provider():
-    try:
-        from fastban import admin
-    except ImportError:
-        return None
-    return admin.add_commands, admin.dispatch
-
-
-PROVIDERS = [
-    lambda: (add_replay_command, dispatch),
-    _admin_provider,
-]
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from fastban import admin
+
     parser = argparse.ArgumentParser(
         prog="fastban", description="Brute-force guard for SIP servers (bans enforced by XDP).")
     parser.add_argument("--version", action="version", version=f"fastban {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for provider in PROVIDERS:
-        entry = provider()
-        if entry is None:
-            continue
-        add_commands, run = entry
-        before = set(subparsers.choices)
-        add_commands(subparsers)
-        for name in set(subparsers.choices) - before:
-            subparsers.choices[name].set_defaults(_dispatch=run)
+    add_replay_command(subparsers)
+    admin.add_commands(subparsers)
     return parser
 
 
+def _user_errors() -> tuple[tuple, tuple]:
+    """(errors that end with exit code 2, those that end with 1)."""
+    from fastban import control, state
+    from fastban.abi import AbiError
+    from fastban.admin import CommandError
+    from fastban.config import ConfigError
+    from fastban.dataplane import DataPlaneError
+    from fastban.guard import GuardError
+    from fastban.replay import ReplayError
+    return ((ConfigError, ReplayError),
+            (CommandError, GuardError, control.ControlError, state.StateError, DataPlaneError,
+             AbiError))
+
+
+def _missing_module(prefix: str, error: ModuleNotFoundError) -> int:
+    where = DEPENDENCIES.get((error.name or "").split(".")[0], "make setup")
+    print(f"{prefix}: the Python module {error.name!r} is missing: {where}", file=sys.stderr)
+    return 1
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+        bad_input, refused = _user_errors()
+    except ModuleNotFoundError as error:
+        return _missing_module("fastban", error)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2
+    prefix = getattr(args, "prefix", "fastban")
     try:
-        return args._dispatch(args)
+        return args.handler(args) or 0
+    except bad_input as error:
+        print(f"{prefix}: {error}", file=sys.stderr)
+        return 2
+    except refused as error:
+        print(f"{prefix}: {error}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as error:
+        return _missing_module(prefix, error)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -12,7 +12,6 @@ Unknown keys are errors too.  Example file::
     findtime = 1800          # ... within this many seconds ...
     bantime = 43200          # ... ban for this many seconds
     whitelist = "93.188.40.10 10.0.0.0/8 2001:db8::/32"   # or a list
-    never_block = ["192.168.0.0/16"]                      # whitelisted too
     sip_ports = [5060, 5080]  # plain SIP only: TLS (5061) cannot be read on the wire
 """
 
@@ -44,8 +43,7 @@ class Settings:
     maxretry: int = 10
     findtime: int = 1800
     bantime: int = 43200
-    whitelist: tuple = ()          # ip_network objects
-    never_block: tuple = ()        # ip_network objects, whitelisted automatically
+    whitelist: tuple = ()          # ip_network objects: never counted, never banned
     # fail2ban's bantime.increment: bantime * factor ** (previous bans), capped
     bantime_increment: bool = False
     bantime_factor: float = 2.0
@@ -70,11 +68,6 @@ class Settings:
     map_capacity: int = 1_048_576
 
     @property
-    def ignored_networks(self) -> tuple:
-        """whitelist + never_block: never counted, never banned."""
-        return tuple(dict.fromkeys(self.whitelist + self.never_block))
-
-    @property
     def effective_ban_ports(self) -> tuple:
         return self.ban_ports or self.sip_ports
 
@@ -85,7 +78,7 @@ class Settings:
             challenge_grace=float(self.challenge_grace),
             trust_time=float(self.trust_time),
             count_register_404=self.count_register_404,
-            whitelist=self.ignored_networks,
+            whitelist=self.whitelist,
             ipv6_ban_prefix=self.ipv6_ban_prefix,
             max_sources=self.max_sources,
             max_open_challenges=self.max_open_challenges,
@@ -225,7 +218,6 @@ VALIDATORS = {
     "findtime": _int(1),
     "bantime": _int(1),
     "whitelist": _networks,
-    "never_block": _networks,
     "bantime_increment": _bool,
     "bantime_factor": _number(1),
     "bantime_max": _int(1),
@@ -247,12 +239,20 @@ VALIDATORS = {
 }
 assert set(VALIDATORS) == set(KEYS)
 
+# Settings of earlier versions, and what to write instead.
+RETIRED = {
+    "never_block": "list these networks in whitelist (as MikoPBX adds its firewall's "
+                   "\"never block\" subnets to the whitelist)",
+}
+
 
 def validate(values: dict) -> dict:
     """Check a dict of raw settings; returns the checked values."""
     out = {}
     for name, raw in values.items():
         check = VALIDATORS.get(name)
+        if name in RETIRED:
+            raise ConfigError(f"{name}: no longer a setting: {RETIRED[name]}")
         if check is None:
             raise ConfigError(f"{name}: unknown setting (known: {', '.join(KEYS)})")
         out[name] = check(name, raw)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastban.rules import BanDecision, FailureRules
+from fastban.decisions import BanDecision
+from fastban.rules import FailureRules
 from fastban.streams import MessageReader
 
 # Sources whose ban count (for escalation) is remembered; past it the least recently banned

@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Callable
 
 from fastban import sip, state
+from fastban.clock import expiry_to_monotonic_ns, expiry_to_wall, iso
 from fastban.dataplane import BanTableFull
 from fastban.detection import BanHistory, Detector, Verdict
 from fastban.state import BanRecord
@@ -59,19 +60,19 @@ def as_network(text_or_object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise GuardError(f"not an IP address or network: {text_or_object}") from None
 
 
-def expiry_to_monotonic_ns(expires_at: float, wall_now: float, mono_now_ns: int) -> int:
-    """A wall-clock expiry as the kernel's monotonic ns, read against the given clocks;
-    0 (permanent) stays 0."""
-    return 0 if expires_at == 0 else mono_now_ns + int((expires_at - wall_now) * 1e9)
+def hand_ban(settings, target, duration: float | None) -> tuple:
+    """(network, seconds) of a ban asked for by hand, or GuardError: not an address, a
+    whitelisted one, a negative time. None = the configured bantime, 0 = permanent."""
+    network = as_network(target)
+    for whitelisted in settings.whitelist:
+        if network.version == whitelisted.version and network.subnet_of(whitelisted):
+            raise GuardError(f"{network} is whitelisted ({whitelisted}); remove it from the "
+                             "whitelist first")
+    duration = settings.bantime if duration is None else duration
+    if duration < 0:
+        raise GuardError(f"ban time must be 0 (permanent) or more seconds, got {duration}")
+    return network, duration
 
-
-def expiry_to_wall(expires_ns: int, wall_now: float, mono_now_ns: int) -> float:
-    """The kernel's monotonic expiry as wall-clock seconds; 0 (permanent) stays 0."""
-    return 0.0 if expires_ns == 0 else wall_now + (expires_ns - mono_now_ns) / 1e9
-
-
-def iso(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 class Guard:
@@ -133,11 +134,11 @@ class Guard:
 
     def _apply_settings(self) -> None:
         s = self.settings
-        wanted = set(s.ignored_networks)
-        for network in set(self.dataplane.allowed()) - wanted:
-            self.dataplane.disallow(network)
+        wanted = set(s.whitelist)
+        for network in set(self.dataplane.whitelisted()) - wanted:
+            self.dataplane.unwhitelist(network)
         for network in wanted:
-            self.dataplane.allow(network)
+            self.dataplane.whitelist(network)
         self.dataplane.set_sip_ports(s.sip_ports)
         self.dataplane.set_scope(s.effective_ban_ports if s.ban_scope == "ports" else None)
         self.dataplane.set_challenge_grace(s.challenge_grace)
@@ -245,15 +246,7 @@ class Guard:
     def ban(self, target, duration: float | None = None, reason: str = "banned by hand") \
             -> BanRecord:
         """A ban by hand: duration in seconds, 0 = permanent, None = the configured bantime."""
-        network = as_network(target)
-        for allowed in self.settings.ignored_networks:
-            if network.version == allowed.version and network.subnet_of(allowed):
-                raise GuardError(f"{network} is whitelisted ({allowed}); remove it from the "
-                                 "whitelist first")
-        if duration is None:
-            duration = self.settings.bantime
-        if duration < 0:
-            raise GuardError(f"ban time must be 0 (permanent) or more seconds, got {duration}")
+        network, duration = hand_ban(self.settings, target, duration)
         record = self._ban(network, duration, reason, 0)
         if record is None:
             raise GuardError(f"the kernel ban table is full; {network} is not banned")

@@ -30,18 +30,20 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-SCAN_MAX = 2048          # bytes of a message the kernel scans (bpf/fastban.h FB_SCAN_MAX)
-CALL_ID_SPAN = 256       # bytes of a Call-ID value, its LF included (FB_CALL_ID_SPAN)
-LENGTH_SPAN = 24         # bytes of a Content-Length value, its LF included (FB_LENGTH_SPAN)
-STATES = 128             # rows of the table (a power of two: the kernel masks the state)
+from fastban.abi import ABI
 
-FLAG_CALL_ID = 4         # the colon of a Call-ID header: its value follows
-FLAG_LENGTH = 8          # the colon of a Content-Length header
-FLAG_CREDENTIALS = 16    # the colon of an Authorization or Proxy-Authorization header
-FLAG_END = 32            # the header section ended with this byte
+SCAN_MAX = ABI["FB_SCAN_MAX"]            # bytes of a message the kernel scans
+CALL_ID_SPAN = ABI["FB_CALL_ID_SPAN"]    # bytes of a Call-ID value, its LF included
+LENGTH_SPAN = ABI["FB_LENGTH_SPAN"]      # bytes of a Content-Length value, its LF included
+STATES = ABI["FB_SCAN_STATES"]           # rows of the table (the kernel masks the state)
 
-FNV_OFFSET = 0xCBF29CE484222325
-FNV_PRIME = 0x100000001B3
+FLAG_CALL_ID = ABI["FB_SCAN_CALL_ID"]            # the colon of a Call-ID header
+FLAG_LENGTH = ABI["FB_SCAN_LENGTH"]              # the colon of a Content-Length header
+FLAG_CREDENTIALS = ABI["FB_SCAN_CREDENTIALS"]    # ... of an Authorization header
+FLAG_END = ABI["FB_SCAN_END"]                    # the header section ended with this byte
+
+FNV_OFFSET = ABI["FB_FNV_OFFSET"]
+FNV_PRIME = ABI["FB_FNV_PRIME"]
 _MASK64 = (1 << 64) - 1
 
 _HEADERS = {b"call-id": "call-id", b"i": "call-id", b"content-length": "length",
@@ -150,11 +152,11 @@ _TABLE = _build()
 START = _TABLE.index["start line"]
 NEXT = bytes(b for row in _TABLE.rows for b in row) + bytes(256 * (STATES - len(_TABLE.rows)))
 FLAGS = bytes(_TABLE.flags) + bytes(STATES - len(_TABLE.flags))
-STATE_NAMES = tuple(_TABLE.index)
 # The kernel's form (struct fb_scan_table): per (state, byte), the next state and its flags;
 # per byte, what it is to the Call-ID hash (0 hashed, 1 skipped, 2 the end).
 STEPS = [FLAGS[n] << 8 | n for n in NEXT]
-CALL_ID_BYTES = bytes(2 if b == LF else 1 if b in (0x20, 0x09, CR) else 0 for b in range(256))
+CALL_ID_BYTES = bytes(ABI["FB_HASH_END"] if b == LF else ABI["FB_HASH_SKIP"]
+                      if b in (0x20, 0x09, CR) else ABI["FB_HASH_BYTE"] for b in range(256))
 
 
 def call_hash(value: bytes) -> int:
@@ -185,7 +187,7 @@ def scan(message: bytes, limit: int = SCAN_MAX, stop_at_call_id: bool = False) -
                     break
             if flags & FLAG_LENGTH:
                 lengths, length_at = lengths + 1, offset + 1
-            credentials += flags >> 4 & 1
+            credentials += bool(flags & FLAG_CREDENTIALS)
             if flags & FLAG_END:
                 header_end = offset + 1
                 break

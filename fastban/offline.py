@@ -1,6 +1,6 @@
 """`list`, `ban` and `unban` while no guard runs: the pinned maps and the saved state directly.
 
-They change only what they are asked to. The kernel's allowlist, SIP ports, scope and config
+They change only what they are asked to. The kernel's whitelist, SIP ports, scope and config
 are the running settings of the guard that left the maps; nothing here writes them. `list`
 writes nothing at all. `ban` adds one ban to the maps and to the state's journal. `unban`
 removes the ban from the maps and from the saved state (through the journal), so that the next
@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 
 from fastban import state
+from fastban.clock import expiry_to_monotonic_ns
 from fastban.dataplane import DataPlane, DataPlaneError
-from fastban.guard import (GuardError, as_network, ban_rows, expiry_to_monotonic_ns,
-                           kernel_bans)
+from fastban.guard import ban_rows, hand_ban, kernel_bans
 from fastban.state import BanRecord
 
 
@@ -46,14 +46,7 @@ class Offline:
             dataplane.close()
 
     def ban(self, target, duration: float | None) -> dict:
-        network = as_network(target)
-        for allowed in self.settings.ignored_networks:
-            if network.version == allowed.version and network.subnet_of(allowed):
-                raise GuardError(f"{network} is whitelisted ({allowed}); remove it from the "
-                                 "whitelist first")
-        duration = self.settings.bantime if duration is None else duration
-        if duration < 0:
-            raise GuardError(f"ban time must be 0 (permanent) or more seconds, got {duration}")
+        network, duration = hand_ban(self.settings, target, duration)
         now = time.time()
         record = BanRecord(network, "banned by hand", 0, now, 0.0 if duration == 0 else now + duration)
         dataplane = self._maps()

@@ -1,12 +1,13 @@
 """The packet walk of user space: a captured frame to the TCP/UDP segment it carries.
 
-It reads what the kernel's capture program reads (bpf/tc_capture.c), the same way, so that
-`fastban replay` takes from a recording exactly the segments the live capture could copy:
+It walks as the kernel's programs do (bpf/walk.h), with the same limits and protocol numbers
+(bpf/abi.h, read through fastban.abi), so that `fastban replay` takes from a recording exactly
+the segments the live capture could copy:
 
-* link layers: Ethernet with up to two 802.1Q / 802.1ad / 0x9100 tags, Linux cooked captures
-  (SLL, SLL2), raw IP, BSD loopback;
-* IPv4; IPv6 with up to four extension headers (hop-by-hop, routing, destination options,
-  fragment, AH);
+* link layers: Ethernet with up to FB_VLAN_TAGS_MAX 802.1Q / 802.1ad / 0x9100 tags; and, which
+  the kernel never sees, Linux cooked captures (SLL, SLL2), raw IP, BSD loopback;
+* IPv4; IPv6 with up to FB_IPV6_EXT_MAX extension headers (hop-by-hop, routing, destination
+  options, fragment, AH);
 * UDP and TCP. An IP first fragment gives its segment with ``fragment`` set (the rest of the
   datagram is elsewhere; ``payload_len`` is the whole datagram's); a later fragment raises
   ``LaterFragment``: it holds no header anyone reads.
@@ -18,6 +19,8 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from fastban.abi import ABI
+
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = (12, 14, 101)
@@ -27,10 +30,15 @@ LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
 
-VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
-MAX_VLAN_TAGS = 2
-MAX_IPV6_EXTENSIONS = 4
-_IPV6_EXTENSIONS = (0, 43, 60, 44, 51)   # hop-by-hop, routing, destination, fragment, AH
+VLAN_TYPES = (ABI["FB_ETH_P_8021Q"], ABI["FB_ETH_P_8021AD"], ABI["FB_ETH_P_QINQ"])
+MAX_VLAN_TAGS = ABI["FB_VLAN_TAGS_MAX"]
+MAX_IPV6_EXTENSIONS = ABI["FB_IPV6_EXT_MAX"]
+MAX_OFFSET = ABI["FB_WALK_MAX_OFFSET"]
+_FRAGMENT, _AH = ABI["FB_IPPROTO_FRAGMENT"], ABI["FB_IPPROTO_AH"]
+_IPV6_EXTENSIONS = (ABI["FB_IPPROTO_HOPOPTS"], ABI["FB_IPPROTO_ROUTING"], _FRAGMENT, _AH,
+                    ABI["FB_IPPROTO_DSTOPTS"])
+_IP, _IPV6 = ABI["FB_ETH_P_IP"], ABI["FB_ETH_P_IPV6"]
+_UDP, _TCP = ABI["FB_IPPROTO_UDP"], ABI["FB_IPPROTO_TCP"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -90,9 +98,9 @@ def _network_start(linktype: int, frame: bytes) -> tuple[int, int] | None:
     if linktype == LINKTYPE_LINUX_SLL2:
         return (frame[0] << 8 | frame[1], 20) if len(frame) >= 20 else None
     if linktype in LINKTYPE_RAW or linktype in (LINKTYPE_IPV4, LINKTYPE_IPV6):
-        return (0x0800 if frame[0] >> 4 == 4 else 0x86DD, 0) if frame else None
+        return (_IP if frame[0] >> 4 == 4 else _IPV6, 0) if frame else None
     if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
-        return (0x0800 if frame[4] >> 4 == 4 else 0x86DD, 4) if len(frame) >= 5 else None
+        return (_IP if frame[4] >> 4 == 4 else _IPV6, 4) if len(frame) >= 5 else None
     return None
 
 
@@ -103,7 +111,7 @@ def decode(linktype: int, frame: bytes) -> Segment | None:
         return None
     etype, off = start
     fragment = False
-    if etype == 0x0800:
+    if etype == _IP:
         if len(frame) < off + 20 or frame[off] >> 4 != 4:
             return None
         ihl = (frame[off] & 0x0F) * 4
@@ -116,7 +124,7 @@ def decode(linktype: int, frame: bytes) -> Segment | None:
         src, dst = frame[off + 12:off + 16], frame[off + 16:off + 20]
         end = off + total if total >= ihl else len(frame)
         off += ihl
-    elif etype == 0x86DD:
+    elif etype == _IPV6:
         if len(frame) < off + 40 or frame[off] >> 4 != 6:
             return None
         proto = frame[off + 6]
@@ -128,21 +136,23 @@ def decode(linktype: int, frame: bytes) -> Segment | None:
                 break
             if len(frame) < off + 4:
                 return None
-            if proto == 44:
+            if proto == _FRAGMENT:
                 if (frame[off + 2] << 5 | frame[off + 3] >> 3) != 0:
                     raise LaterFragment()
                 fragment = fragment or bool(frame[off + 3] & 1)
                 length = 8
-            elif proto == 51:
+            elif proto == _AH:
                 length = (frame[off + 1] + 2) * 4
             else:
                 length = (frame[off + 1] + 1) * 8
             proto = frame[off]
             off += length
+            if off > MAX_OFFSET:
+                return None
     else:
         return None
 
-    if proto == 17:
+    if proto == _UDP:
         if len(frame) < off + 8:
             return None
         sport, dport, udp_len = struct.unpack_from("!HHH", frame, off)
@@ -151,7 +161,7 @@ def decode(linktype: int, frame: bytes) -> Segment | None:
         payload = frame[off:min(end, off + wire, len(frame))]
         return Segment(address(src), address(dst), sport, dport, "udp", payload, wire,
                        fragment=fragment)
-    if proto == 6:
+    if proto == _TCP:
         if len(frame) < off + 20:
             return None
         sport, dport, seq = struct.unpack_from("!HHI", frame, off)

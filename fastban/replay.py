@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from fastban import packets
+from fastban.clock import iso
 from fastban.config import Settings
 from fastban.detection import Detector, Verdict
 
@@ -54,14 +54,14 @@ class ReplayBan:
 
     @property
     def when(self) -> str:
-        return iso(self.at)
+        return iso(self.at, milliseconds=True)
 
     def as_dict(self) -> dict:
         return {
             "address": self.address, "network": self.network, "at": self.when,
             "timestamp": self.at, "failures": self.failures, "proven": self.proven,
             "failure_class": self.failure_class,
-            "first_failure_at": iso(self.first_failure_at), "bantime": self.bantime,
+            "first_failure_at": iso(self.first_failure_at, milliseconds=True), "bantime": self.bantime,
             "reason": self.reason,
         }
 
@@ -106,18 +106,15 @@ class ReplayResult:
             "failures_proven": self.rules.get("failures_proven", 0),
             "logins": self.rules.get("logins", 0),
             "bans": len(self.bans),
-            "first_packet": iso(self.first_timestamp) if self.first_timestamp is not None else None,
-            "last_packet": iso(self.last_timestamp) if self.last_timestamp is not None else None,
+            "first_packet": None if self.first_timestamp is None else
+            iso(self.first_timestamp, milliseconds=True),
+            "last_packet": None if self.last_timestamp is None else
+            iso(self.last_timestamp, milliseconds=True),
         }
 
     def as_dict(self) -> dict:
         return {"bans": [b.as_dict() for b in self.bans], "summary": self.summary(),
                 "rules": dict(self.rules), "settings": dict(self.settings)}
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
 
 
 def open_capture(path):
@@ -174,7 +171,7 @@ def replay(path, settings: Settings | None = None, *, final_expire: bool = True,
         "maxretry": settings.maxretry, "findtime": settings.findtime,
         "bantime": settings.bantime, "challenge_grace": settings.challenge_grace,
         "trust_time": settings.trust_time, "sip_ports": list(settings.sip_ports),
-        "whitelist": [str(n) for n in settings.ignored_networks]})
+        "whitelist": [str(n) for n in settings.whitelist]})
 
     def record(verdicts: list[Verdict]) -> None:
         for verdict in verdicts:

@@ -72,24 +72,13 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
-from typing import Iterable
+from collections import OrderedDict
+from dataclasses import dataclass
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# failure kinds (used in the reason text)
-KIND_BAD_401 = "bad credentials 401"
-KIND_BAD_407 = "bad credentials 407"
-KIND_BAD_403 = "bad credentials 403"
-KIND_403 = "403"
-KIND_REPEATED_401 = "repeated 401"
-KIND_REPEATED_407 = "repeated 407"
-KIND_UNANSWERED_401 = "unanswered 401"
-KIND_UNANSWERED_407 = "unanswered 407"
-KIND_REGISTER_404 = "404 to REGISTER"
-PROVEN_KINDS = frozenset({KIND_BAD_401, KIND_BAD_407, KIND_BAD_403})
+from fastban.decisions import (
+    KIND_403, KIND_BAD_401, KIND_BAD_403, KIND_BAD_407, KIND_REGISTER_404, KIND_REPEATED_401,
+    KIND_REPEATED_407, KIND_UNANSWERED_401, KIND_UNANSWERED_407, PROVEN_KINDS, BanDecision,
+    IPAddress, IPNetwork, describe_failures)
 
 # A nonce counts as issued to an address this long after the server sent it (longer than the
 # nonce lifetimes of Kamailio, Asterisk and FreeSWITCH).
@@ -157,27 +146,6 @@ class RuleSettings:
         return self.ipv6_ban_prefix, self.max_sources, self.max_open_challenges
 
 
-@dataclass(frozen=True)
-class BanDecision:
-    """'Ban this source': what the controller needs to act."""
-
-    address: IPAddress          # the peer whose message completed the count
-    network: IPNetwork          # what to ban: /32, /128, or the IPv6 prefix
-    failures: int
-    proven: int                 # of them proven (the rest unproven)
-    first_failure_at: float
-    decided_at: float
-    reason: str                 # e.g. "5 failures in 2 s: 5 proven (5×bad credentials 401)"
-    kinds: dict = field(default_factory=dict, compare=False)
-
-    @property
-    def failure_class(self) -> str:
-        """'proven', 'unproven' or 'mixed'."""
-        if self.proven == self.failures:
-            return "proven"
-        return "unproven" if self.proven == 0 else "mixed"
-
-
 class _Call:
     """One (peer, Call-ID): the last final response's transaction."""
 
@@ -191,21 +159,6 @@ class _Call:
         self.at = at
         self.open = open_
         self.seq = seq
-
-
-def _reason(failures: list[tuple[float, str]], now: float) -> tuple[str, dict, int]:
-    kinds = Counter(kind for _, kind in failures)
-    first = min(t for t, _ in failures)
-    parts = []
-    for label, proven in (("proven", True), ("unproven", False)):
-        these = [(kind, n) for kind, n in kinds.most_common() if (kind in PROVEN_KINDS) == proven]
-        if these:
-            total = sum(n for _, n in these)
-            parts.append(f"{total} {label} (" + ", ".join(f"{n}×{kind}" for kind, n in these)
-                         + ")")
-    proven_count = sum(n for kind, n in kinds.items() if kind in PROVEN_KINDS)
-    return (f"{len(failures)} failures in {now - first:.0f} s: " + ", ".join(parts),
-            dict(kinds), proven_count)
 
 
 V6_KEY = 1 << 128
@@ -393,7 +346,7 @@ class FailureRules:
         del sources[key]
         self._mark_reset(key)
         stats["bans"] += 1
-        reason, kinds, proven_count = _reason(history, now)
+        reason, kinds, proven_count = describe_failures(history, now)
         return BanDecision(
             address=peer,
             network=self._network(key),
@@ -597,8 +550,3 @@ class FailureRules:
     @property
     def trusted_sources(self) -> int:
         return len(self._trusted)
-
-
-def whitelist_networks(items: Iterable[str]) -> tuple[IPNetwork, ...]:
-    """Parse addresses/CIDRs ('10.0.0.1', '10.0.0.0/8', '2001:db8::/32')."""
-    return tuple(ipaddress.ip_network(i, strict=False) for i in items)

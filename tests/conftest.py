@@ -1,5 +1,6 @@
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +38,44 @@ def kernel():
         if IN_CI:
             pytest.fail(f"kernel test cannot run in CI: {reason}")
         pytest.skip(reason)
+
+
+# Importing one of these is touching SIP parsing: the parser itself, or `fastban run` started
+# as a child process (it inherits FASTBAN_PURE_PYTHON).
+PARSING_MODULES = {"fastban.sip", "fastban.sip_pure", "fastban._sipparser",
+                   "fastban.lab.guard_process"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "parses: touches SIP parsing (set on every test of a module whose imports "
+        "reach it); `make test` runs these again on the pure-Python parser")
+
+
+def parsing_test_files() -> set[str]:
+    """The test files whose imports, followed through fastban, reach SIP parsing."""
+    import importgraph
+
+    graph, modules = importgraph.product_graph(), importgraph.product_modules()
+    return {path.name for path in Path(__file__).parent.glob("test_*.py")
+            if importgraph.reachable(importgraph.imports_of(path, modules), graph)
+            & PARSING_MODULES}
+
+
+def pytest_collection_modifyitems(config, items):
+    parsing = parsing_test_files()
+    for item in items:
+        if item.path.name in parsing:
+            item.add_marker(pytest.mark.parses)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line that says which parser this run used and how many tests ran on it."""
+    from fastban import sip
+    stats = terminalreporter.stats
+    counts = {key: len(stats.get(key, [])) for key in ("passed", "failed", "error", "skipped")}
+    ran = counts["passed"] + counts["failed"] + counts["error"]
+    terminalreporter.write_line(
+        f"fastban: {ran} tests ran with the {sip.IMPLEMENTATION} parser "
+        f"({counts['passed']} passed, {counts['failed'] + counts['error']} failed, "
+        f"{counts['skipped']} skipped)")

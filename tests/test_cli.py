@@ -105,3 +105,50 @@ def test_missing_kernel_headers_say_what_to_run(kernel, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == (f"fastban: no kernel headers for {release} at "
                                      f"/lib/modules/{release}/build: run `make host`")
+
+
+_WITHOUT = """\
+import runpy, sys
+blocked = set(sys.argv[1].split(","))
+class Without:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Without())
+sys.argv = ["fastban", *sys.argv[2:]]
+runpy.run_module("fastban", run_name="__main__")
+"""
+
+
+def fastban_without(tmp_path, modules, *args):
+    """`fastban ARGS` in a Python where the given modules cannot be imported."""
+    script = tmp_path / "without.py"
+    script.write_text(_WITHOUT)
+    result = subprocess.run([sys.executable, str(script), modules, *args], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert "Traceback" not in result.stderr
+    return result
+
+
+@pytest.mark.parametrize("modules, args, line", [
+    ("msgpack", ["stats"],
+     "fastban: the Python module 'msgpack' is missing: make setup (pip: msgpack)"),
+    ("scapy", ["replay", "tests/data/guess401.pcap"],
+     "fastban replay: the Python module 'scapy' is missing: make setup (pip: scapy)"),
+    ("bcc", ["run", "--iface", "lo", "--state-file", "{tmp}/state.msgpack",
+             "--socket", "{tmp}/control.sock"],
+     "fastban: BCC is not importable: install Debian's python3-bpfcc (run `make host`), "
+     "not the PyPI package 'bcc'"),
+])
+def test_a_missing_module_is_named_in_one_line(tmp_path, modules, args, line):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = fastban_without(tmp_path, modules, *args)
+    assert result.returncode == 1
+    assert result.stderr.strip() == line
+
+
+def test_every_command_is_offered_without_bcc(tmp_path):
+    result = fastban_without(tmp_path, "bcc", "--help")
+    assert result.returncode == 0
+    for command in ("run", "list", "ban", "unban", "detach", "stats", "replay"):
+        assert f"    {command} " in result.stdout, command

@@ -30,22 +30,21 @@ def test_defaults():
     assert s.control_socket == "/run/fastban/control.sock"
     assert s.map_capacity == 1_048_576
     assert s.bantime_increment is False
-    assert s.whitelist == () and s.never_block == ()
+    assert s.whitelist == ()
 
 
 def test_toml_then_overrides(tmp_path):
     p = write(tmp_path, 'maxretry = 5\nfindtime = 600\nwhitelist = "93.188.40.10 10.0.0.0/8"\n'
-                        'never_block = ["192.168.0.0/16", "2001:db8::/32"]\nsip_ports = [5060, 5061]\n')
+                        'sip_ports = [5060, 5061]\n')
     s = load_settings(p, {"maxretry": 3, "bantime": None})
     assert s.maxretry == 3 and s.findtime == 600 and s.bantime == 43200
     assert s.whitelist == (net("93.188.40.10/32"), net("10.0.0.0/8"))
-    assert s.ignored_networks == s.whitelist + (net("192.168.0.0/16"), net("2001:db8::/32"))
     assert s.sip_ports == (5060, 5061)
 
 
 def test_rule_settings():
-    s = load_settings(overrides={"maxretry": "4", "findtime": "60", "whitelist": "10.0.0.1",
-                                 "never_block": "fd00::/8", "ipv6_ban_prefix": 64,
+    s = load_settings(overrides={"maxretry": "4", "findtime": "60", "whitelist": "10.0.0.1 fd00::/8",
+                                 "ipv6_ban_prefix": 64,
                                  "challenge_grace": 5, "count_register_404": "yes",
                                  "max_sources": 7, "max_open_challenges": 9,
                                  "trust_time": "600"})
@@ -84,7 +83,9 @@ def test_ban_ports(tmp_path):
     ("whitelist", "10.0.0.1 banana", 'whitelist: "banana" is not an IP address or subnet'),
     ("whitelist", "10.0.0.0/33", 'whitelist: "10.0.0.0/33" is not an IP address or subnet'),
     ("whitelist", 5, "whitelist: must be IP addresses or subnets"),
-    ("never_block", ["300.1.1.1"], 'never_block: "300.1.1.1" is not an IP address or subnet'),
+    ("whitelist", ["300.1.1.1"], 'whitelist: "300.1.1.1" is not an IP address or subnet'),
+    ("never_block", ["10.0.0.0/8"], "never_block: no longer a setting: list these networks in "
+                                    "whitelist"),
     ("sip_ports", [], "sip_ports: must be a list of port numbers 1-65535 (at least one)"),
     ("sip_ports", [0], "sip_ports: must be a list of port numbers"),
     ("sip_ports", "5060 70000", "sip_ports: must be a list of port numbers"),

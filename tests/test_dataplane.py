@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from fastban import dataplane, headerscan, netns
+from fastban import dataplane, headerscan
 from fastban.dataplane import (BanTableFull, DataPlane, DataPlaneError, FbAddr6, FbBanValue,
                                FbCallKey, FbCaptureMeta, FbLpm4, FbLpm6, FbPeer, FbPeerState,
                                FbScanTable)
+from fastban.lab import netns
 
 ROOT = Path(__file__).resolve().parent.parent
 IP = ipaddress.ip_address
@@ -129,12 +130,12 @@ def rig(kernel):
 
 @pytest.fixture
 def dp(rig):
-    """The shared DataPlane with no bans, no allowlist and scope all."""
+    """The shared DataPlane with no bans, no whitelist and scope all."""
     dp = rig.dp
     for ban in dp.bans(include_expired=True):
         dp.unban(ban.target)
-    for network in dp.allowed():
-        dp.disallow(network)
+    for network in dp.whitelisted():
+        dp.unwhitelist(network)
     dp.set_scope(None)
     return dp
 
@@ -180,9 +181,10 @@ def test_decode_capture_reads_the_struct_as_ctypes_lays_it_out():
 def test_decoded_addresses_stay_right_past_the_address_cache(monkeypatch):
     """Recurring addresses are reused; a flood of distinct ones (spoofed sources) neither grows
     the cache past its size nor mixes the families up."""
-    monkeypatch.setattr(dataplane, "ADDRESS_CACHE_SIZE", 8)
-    monkeypatch.setattr(dataplane, "_V4_ADDRESSES", {})
-    monkeypatch.setattr(dataplane, "_V6_ADDRESSES", {})
+    from fastban import packets
+    monkeypatch.setattr(packets, "ADDRESS_CACHE_SIZE", 8)
+    monkeypatch.setattr(packets, "_V4_ADDRESSES", {})
+    monkeypatch.setattr(packets, "_V6_ADDRESSES", {})
 
     def record(family, src, dst):
         meta = FbCaptureMeta(status=401, payload_off=0, payload_len=3, cap_len=3,
@@ -198,7 +200,7 @@ def test_decoded_addresses_stay_right_past_the_address_cache(monkeypatch):
         v6 = dataplane.decode_capture(record(6, server6, IP(f"2001:db8::{n:x}")))
         assert (v4.src, v4.dst, v6.src, v6.dst) == \
             (server4, IP(f"203.0.113.{n}"), server6, IP(f"2001:db8::{n:x}"))
-        assert len(dataplane._V4_ADDRESSES) <= 8 and len(dataplane._V6_ADDRESSES) <= 8
+        assert len(packets._V4_ADDRESSES) <= 8 and len(packets._V6_ADDRESSES) <= 8
     again = dataplane.decode_capture(record(4, server4, IP("203.0.113.29")))
     assert again.dst is v4.dst and first.src == again.src
     # an IPv4-mapped-looking IPv6 address is not confused with the IPv4 one
@@ -209,7 +211,8 @@ def test_decoded_addresses_stay_right_past_the_address_cache(monkeypatch):
 def test_attach_reports_the_mode_and_maps_are_pinned(rig):
     assert rig.mode in ("native", "generic")
     pins = set(os.listdir(rig.dp.pin_dir))
-    assert set(dataplane.PINNED_MAPS) <= pins
+    from fastban.abi import ABI
+    assert set(ABI.pinned) <= pins
     assert "xdp" in rig.srv.run(["ip", "-d", "link", "show", rig.srv_if]).stdout
 
 
@@ -261,7 +264,8 @@ def test_listing_reads_large_maps_whole_across_batches(dp):
 
 
 def test_range_tries_are_skipped_only_while_they_hold_no_ban(dp, rig):
-    from fastban.dataplane import FB_CFG_RANGES_V4, FB_CFG_RANGES_V6
+    from fastban.abi import ABI
+    FB_CFG_RANGES_V4, FB_CFG_RANGES_V6 = ABI["FB_CFG_RANGES_V4"], ABI["FB_CFG_RANGES_V6"]
     assert dp._get_config(FB_CFG_RANGES_V4) == 0 and dp._get_config(FB_CFG_RANGES_V6) == 0
     dp.ban(NET("10.210.0.0/30"))
     dp.ban(NET("10.210.0.64/26"))
@@ -280,20 +284,20 @@ def test_range_tries_are_skipped_only_while_they_hold_no_ban(dp, rig):
         ._get_config(FB_CFG_RANGES_V6) == 1
 
 
-def test_the_allowlist_wins_over_bans(dp, rig):
+def test_the_whitelist_wins_over_bans(dp, rig):
     dp.ban(IP(CLI4[0]))
     dp.ban(NET("10.210.0.0/24"))
     dp.ban(IP(CLI6[0]))
-    dp.allow(NET(f"{CLI4[0]}/32"))
-    dp.allow(NET("fd00:210::/120"))
-    assert rig.udp(CLI4[0]) == 5           # allowlisted although banned twice
-    assert rig.udp(CLI4[1]) == 0           # banned by the range, not allowlisted
+    dp.whitelist(NET(f"{CLI4[0]}/32"))
+    dp.whitelist(NET("fd00:210::/120"))
+    assert rig.udp(CLI4[0]) == 5           # whitelisted although banned twice
+    assert rig.udp(CLI4[1]) == 0           # banned by the range, not whitelisted
     assert rig.udp(CLI6[0]) == 5
-    assert set(dp.allowed()) == {NET(f"{CLI4[0]}/32"), NET("fd00:210::/120")}
-    assert dp.disallow(NET(f"{CLI4[0]}/32")) is True
+    assert set(dp.whitelisted()) == {NET(f"{CLI4[0]}/32"), NET("fd00:210::/120")}
+    assert dp.unwhitelist(NET(f"{CLI4[0]}/32")) is True
     assert rig.udp(CLI4[0]) == 0
-    assert rig.udp(CLI6[0]) == 5               # the v6 allowlist is still looked up
-    assert dp.disallow(NET("fd00:210::/120")) is True
+    assert rig.udp(CLI6[0]) == 5               # the v6 whitelist is still looked up
+    assert dp.unwhitelist(NET("fd00:210::/120")) is True
     assert rig.udp(CLI6[0]) == 0
 
 
@@ -337,7 +341,7 @@ def test_port_scope_drops_only_the_listed_ports(dp, rig):
 def test_counters_and_hit_counts_match_the_packets_sent(dp, rig):
     dp.ban(IP(CLI4[0]))
     dp.ban(NET("10.210.0.64/26"))
-    dp.allow(NET(f"{CLI4[2]}/32"))
+    dp.whitelist(NET(f"{CLI4[2]}/32"))
     dp.ban(IP(CLI4[2]))
     before = dp.counters()
     assert rig.udp(CLI4[0], count=7) == 0
@@ -347,7 +351,7 @@ def test_counters_and_hit_counts_match_the_packets_sent(dp, rig):
     after = dp.counters()
     delta = {k: after[k] - before[k] for k in before}
     assert delta["dropped"] == 11
-    assert delta["allowlisted"] == 3
+    assert delta["whitelisted"] == 3
     assert delta["passed"] >= 8
     assert delta["seen"] >= 19
     assert delta["seen"] == delta["passed"] + delta["dropped"]
@@ -807,6 +811,53 @@ def test_capture_skips_ipv6_extension_headers(dp, rig, collector):
     assert [r.payload for r in got] == [_sip(403)] * 3
 
 
+def test_the_capture_and_the_replay_walk_read_the_same_frames(dp, rig, collector):
+    """bpf/walk.h in the kernel and fastban.packets on a recording take the same frames: the
+    odd ones at the limits (bpf/abi.h) included."""
+    from scapy.layers.inet import IP as ScapyIP, UDP
+    from scapy.layers.inet6 import (IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop,
+                                    IPv6ExtHdrRouting)
+    from scapy.layers.ipsec import AH
+    from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
+
+    from fastban import packets
+
+    eth = Ether(src=rig.srv_mac, dst=rig.cli_mac)
+    v4 = ScapyIP(src=SRV4, dst=CLI4[4])
+    v6 = IPv6(src=SRV6, dst=CLI6[3])
+    udp = UDP(sport=5060, dport=5062)
+    hop, dst, rt = IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt, IPv6ExtHdrRouting
+    shapes = {
+        "0x9100 outer tag": lambda m: Ether(src=rig.srv_mac, dst=rig.cli_mac, type=0x9100)
+        / Dot1Q(vlan=10) / v4 / udp / m,
+        "two tags": lambda m: eth / Dot1AD(vlan=20) / Dot1Q(vlan=10) / v4 / udp / m,
+        "three tags": lambda m: eth / Dot1AD(vlan=30) / Dot1Q(vlan=20) / Dot1Q(vlan=10) / v4
+        / udp / m,
+        "IPv4 options": lambda m: eth / ScapyIP(src=SRV4, dst=CLI4[4], options=b"\x01" * 8)
+        / udp / m,
+        "AH": lambda m: eth / v6 / AH(nh=17, payloadlen=4, spi=7, icv=b"\0" * 12) / udp / m,
+        "four extension headers": lambda m: eth / v6 / hop() / dst() / rt() / dst() / udp / m,
+        "five extension headers": lambda m: eth / v6 / hop() / dst() / rt() / dst() / dst()
+        / udp / m,
+    }
+    frames, expected = [], set()
+    for name, shape in shapes.items():
+        frame = bytes(shape(_sip(403, call_id=f"walk {name}")))
+        frames.append(frame)
+        segment = packets.decode(packets.LINKTYPE_ETHERNET, frame)
+        if segment is not None and segment.sport == 5060 and segment.payload.startswith(b"SIP"):
+            expected.add(name)
+    # the limits cut somewhere: both walks agree on frames on either side of them
+    assert {"0x9100 outer tag", "AH", "four extension headers"} <= expected
+    assert not {"three tags", "five extension headers"} & expected
+    # FB_WALK_MAX_OFFSET is past the link's MTU, so it is pinned on fastban.packets alone
+    collector.flush()
+    _write_frames(rig.srv, rig.srv_if, frames)
+    got = collector.wait(len(expected))
+    captured = {r.payload.split(b"Call-ID: walk ")[1].split(b"\r\n")[0].decode() for r in got}
+    assert captured == expected
+
+
 def test_ingress_capture_sees_responses_arriving_at_the_interface(dp, rig, collector):
     collector.flush()
     with rig.cli.entered():
@@ -952,6 +1003,7 @@ def test_open_pinned_shares_the_maps_of_the_loaded_program(dp, rig):
 
 
 def test_pins_left_by_another_version_are_replaced_and_bans_kept(kernel):
+    from fastban.abi import ABI
     """BCC would reuse a pinned map of another layout as it is (an 8-entry config of before
     would hide the newer settings from the programs): such pins are replaced, retired ones
     removed, and the ban maps kept."""
@@ -975,7 +1027,7 @@ def test_pins_left_by_another_version_are_replaced_and_bans_kept(kernel):
             try:
                 assert sorted(first.replaced_pins) == ["challenges", "config"]
                 assert again.replaced_pins == []
-                assert len(again.config_values()) == dataplane.FB_CFG_MAX
+                assert len(again.config_values()) == ABI["FB_CFG_MAX"]
                 assert [ban.target for ban in again.bans()] == [IP("192.0.2.77")]
                 assert not os.path.exists(os.path.join(pins, "challenges"))
             finally:
@@ -1009,10 +1061,11 @@ def test_not_root_is_one_clear_line(kernel):
 
 
 def test_verifier_rejection_shows_the_tail_of_its_log(rig, monkeypatch):
-    source = dataplane.program_source()
-    bounds_check = "if ((void *)(eth + 1) > end)\n        return fb_pass();"
+    from fastban.dataplane import program
+    source = program.program_source()
+    bounds_check = "if (at + len > end)\n        return NULL;"
     assert bounds_check in source
-    monkeypatch.setattr(dataplane, "program_source", lambda: source.replace(bounds_check, ""))
+    monkeypatch.setattr(program, "program_source", lambda: source.replace(bounds_check, ""))
     root = f"/sys/fs/bpf/fastban-verifier-{os.getpid()}"
     try:
         with rig.srv.entered(), pytest.raises(DataPlaneError) as error:

@@ -10,8 +10,9 @@ import time
 import pytest
 
 from conftest import require_tool
-from fastban.demo import GuardProcess
-from fastban.siplab import SipLab
+from fastban import sip
+from fastban.lab.guard_process import GuardProcess
+from fastban.lab.siplab import SipLab
 
 MAXRETRY = 5
 
@@ -30,6 +31,7 @@ def guard(lab, tmp_path_factory):
                          tmp_path_factory.mktemp("guard"), maxretry=MAXRETRY, bantime=600)
     guard.start()
     try:
+        assert guard.json("stats")["parser"] == sip.IMPLEMENTATION   # this run's parser
         yield guard
     finally:
         guard.detach()

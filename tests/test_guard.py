@@ -5,9 +5,10 @@ import time
 
 import pytest
 
-from fastban import guard as guard_module, netns
+from fastban import guard as guard_module
 from fastban.config import load_settings
 from fastban.guard import FOUND_IN_MAP, Guard, GuardError
+from fastban.lab import netns
 from traces import sip_response
 
 ATTACKER = ipaddress.ip_address("10.240.0.66")
@@ -158,12 +159,12 @@ def test_corrupt_state_file_is_set_aside_and_the_guard_starts(dataplane, setting
 
 def test_whitelist_reaches_the_kernel_allowlist_and_refuses_hand_bans(dataplane, settings_for):
     guard = Guard(settings_for(whitelist="10.240.0.0/28 fd00:240::66"), dataplane)
-    assert set(map(str, dataplane.allowed())) == {"10.240.0.0/28", "fd00:240::66/128"}
+    assert set(map(str, dataplane.whitelisted())) == {"10.240.0.0/28", "fd00:240::66/128"}
     with pytest.raises(GuardError, match="whitelisted"):
         guard.ban("10.240.0.5")
     assert guard.handle_packets(forbidden(ipaddress.ip_address("10.240.0.5"), 5)) == []
     guard.reload(settings_for())
-    assert dataplane.allowed() == []
+    assert dataplane.whitelisted() == []
 
 
 def test_unban_all_and_bad_targets(dataplane, settings_for):
@@ -270,7 +271,7 @@ class _CountersOnly:
     def counters(self):
         return {"capture_lost": self.lost}
 
-    def allowed(self):
+    def whitelisted(self):
         return []
 
     def bans(self, include_expired=False):

@@ -24,8 +24,9 @@ import time
 import pytest
 
 from conftest import require_tool
-from fastban.demo import GuardProcess
-from fastban.siplab import SipLab
+from fastban import sip
+from fastban.lab.guard_process import GuardProcess
+from fastban.lab.siplab import SipLab
 
 MAXRETRY = 5
 GRACE = 4.0           # challenge_grace: short, so unanswered challenges count soon
@@ -50,6 +51,7 @@ def guard(lab, tmp_path):
                          findtime=600, bantime=600, challenge_grace=GRACE)
     guard.start()
     try:
+        assert guard.json("stats")["parser"] == sip.IMPLEMENTATION   # this run's parser
         yield guard
     finally:
         guard.detach()
@@ -170,7 +172,7 @@ def test_scanners_that_never_answer_and_svcrack_are_banned(lab, guard, tmp_path)
 @pytest.mark.parametrize("family", [4, 6])
 def test_a_shared_account_whose_200_ok_is_fragmented_is_never_banned(lab, guard, tmp_path,
                                                                       family):
-    from fastban.siplab import count_fragments
+    from fastban.lab.siplab import count_fragments
     office = lab.office(0)
     with lab.record(tmp_path / "shared.pcap") as recording:
         result = office.run_phones(count=40, duration=120, family=family, shared_account=True,

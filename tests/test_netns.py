@@ -2,7 +2,7 @@ import subprocess
 
 import pytest
 
-from fastban import netns
+from fastban.lab import netns
 
 
 @pytest.fixture
@@ -19,14 +19,21 @@ def test_two_namespaces_reach_each_other_over_v4_and_v6(lab):
     client.run(["ping", "-c1", "-W2", link.ip_a(6)])
 
 
+def _interfaces() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+
+
 def test_entered_switches_the_thread_and_returns(lab):
     server = lab.namespace("srv")
-    lab.link(server, lab.namespace("cli"), "10.202.0.1/24", "10.202.0.2/24")
+    link = lab.link(server, lab.namespace("cli"), "10.202.0.1/24", "10.202.0.2/24")
+    before = _interfaces()
     with server.entered():
-        inside = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    outside = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert server.name not in outside
-    assert "fb" in inside and inside != outside
+        inside = _interfaces()
+    after = _interfaces()
+    assert inside == {"lo", link.a}            # the server's namespace: its loopback and veth
+    assert after == before                     # back in the host's namespace
+    assert link.a not in after and link.b not in after
 
 
 def test_close_removes_everything_even_after_a_failure(kernel):

@@ -9,14 +9,13 @@ command's mount namespace.
 """
 import os
 import subprocess
-import sys
 
 import pytest
 
 from conftest import require_tool
-from fastban import netns
-from fastban.dataplane import DEFAULT_PIN_ROOT, DataPlane
-from fastban.demo import GuardProcess
+from fastban.dataplane import DataPlane
+from fastban.lab import netns
+from fastban.lab.guard_process import GuardProcess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +38,7 @@ def guard(kernel, tmp_path):
 def kernel_view(iface):
     dataplane = DataPlane.open_pinned(iface)
     try:
-        return {"allowed": sorted(map(str, dataplane.allowed())),
+        return {"whitelisted": sorted(map(str, dataplane.whitelisted())),
                 "sip_ports": dataplane.sip_ports(), "scope": dataplane.scope(),
                 "config": dataplane.config_values(),
                 "bans": sorted((str(ban.target), ban.expires_ns) for ban in dataplane.bans())}
@@ -65,7 +64,7 @@ def test_a_stopped_guard_list_writes_nothing(guard, tmp_path):
     guard.cli("ban", "198.51.100.0/24", "--time", "0")
     guard.stop()
     before, saved = kernel_view(guard.iface), files(tmp_path)
-    assert before["allowed"] == ["10.241.0.0/28", "fd00:241::/64"]
+    assert before["whitelisted"] == ["10.241.0.0/28", "fd00:241::/64"]
     assert before["sip_ports"] == [5060, 5080] and before["scope"] == [5060, 5061]
     other = tmp_path / "other.toml"
     other.write_text('whitelist = ""\nsip_ports = [5060]\n')

@@ -9,7 +9,7 @@ from scapy.layers.ipsec import AH
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
-from fastban.packets import LINKTYPE_ETHERNET, LaterFragment, decode
+from fastban.packets import LINKTYPE_ETHERNET, MAX_OFFSET, LaterFragment, decode
 
 SIP = (b"SIP/2.0 200 OK\r\nCall-ID: x\r\nCSeq: 1 REGISTER\r\n" + b"Contact: <sip:a@b>\r\n" * 120
        + b"Content-Length: 0\r\n\r\n")
@@ -95,3 +95,16 @@ def test_truncated_and_foreign_frames_give_nothing():
     assert decode(LINKTYPE_ETHERNET, bytes(ETH / (b"\x00" * 40))) is None
     assert decode(999, good) is None
     assert ipaddress.ip_address("192.0.2.1") == decode(LINKTYPE_ETHERNET, good).src
+
+
+def test_no_header_is_read_past_the_walk_limit_as_in_the_kernel():
+    # The kernel test cannot send these: they are longer than the link's MTU.
+    ip6 = IPv6(src="2001:db8::1", dst="2001:db8::2")
+    udp = UDP(sport=5060, dport=4) / b"p"
+    long_routing = IPv6ExtHdrRouting(addresses=["2001:db8::9"] * 127)     # 2,040 bytes
+    assert len(long_routing) == 2040
+    within = ETH / ip6 / long_routing / udp                          # UDP at 2,094
+    assert walk(within).payload == b"p"
+    past = ETH / ip6 / long_routing / IPv6ExtHdrRouting(addresses=["2001:db8::9"] * 127) / udp
+    assert len(ETH / ip6) + 2 * 2040 > MAX_OFFSET                   # UDP at 4,134
+    assert walk(past) is None

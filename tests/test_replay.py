@@ -204,9 +204,11 @@ def test_whitelist_never_banned(tmp_path, capsys, whitelist, peer):
     assert doc["rules"]["whitelisted_skipped"] == 2 * 30 + 30
 
 
-def test_never_block_networks_are_whitelisted(tmp_path):
+def test_a_whitelisted_subnet_covers_its_addresses(tmp_path):
     path = guess_403(Trace(), ATTACKER, 30).write(tmp_path / "nb.pcap")
-    assert run(path, never_block="203.0.113.0/24").bans == []
+    assert run(path, whitelist="203.0.113.0/24").bans == []
+    assert [str(b.network) for b in run(path, whitelist="203.0.114.0/24").bans] == [
+        f"{ATTACKER}/32"]
 
 
 def test_caps_hold_under_flood(tmp_path):

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from fastban.rules import BanDecision, FailureRules, RuleSettings
+from fastban.decisions import BanDecision
+from fastban.rules import FailureRules, RuleSettings
 
 A = ipaddress.ip_address("203.0.113.9")
 B = ipaddress.ip_address("198.51.100.7")

@@ -17,8 +17,8 @@ from collections import Counter
 
 import pytest
 
-from fastban import siplab
-from fastban.siplab import SipLab, SipLabError
+from fastban.lab import siplab
+from fastban.lab.siplab import SipLab, SipLabError
 from conftest import require_tool
 
 SLOW = 3.0

@@ -2,7 +2,6 @@
 import ipaddress
 import random
 
-import pytest
 
 from fastban.packets import Segment
 from fastban.streams import MessageReader

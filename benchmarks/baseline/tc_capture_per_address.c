@@ -11,7 +11,7 @@
  *   - 403 (and 404 when config FB_CFG_COUNT_404 is 1),
  *   - any other final response (>= 200) only when the destination has a challenge outstanding
  *     that is less than FB_CHALLENGE_STALE_NS old (and then counts it answered).
- * Never changes or drops a packet. Compiled together with xdp_drop.c by fastban/dataplane.py.
+ * Never changes or drops a packet. Compiled alone by benchmarks/capture_cost.py, as a baseline.
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>

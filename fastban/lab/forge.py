@@ -1,6 +1,6 @@
 """Forged SIP requests over UDP: another host's source address, random source ports.
 
-Run by fastban.siplab's Forger inside the lab's forger namespace:
+Run by fastban.lab.attackers' Forger inside the lab's forger namespace:
 
     python -m fastban.lab.forge --source 198.51.100.20 --destination 192.0.2.10 --count 1000 \
         --rate 1000 --methods REGISTER,INVITE,OPTIONS [--credentials] --call-id-prefix forged-x
@@ -32,6 +32,8 @@ def forged_request(method: str, source: str, source_port: int, server: str, serv
                    user: str, realm: str, call_id: str, credentials: bool) -> bytes:
     """One SIP request as a client at source:source_port would send it to server."""
     host = f"[{server}]" if ":" in server else server
+    if server_port != 5060:
+        host = f"{host}:{server_port}"
     here = f"[{source}]" if ":" in source else source
     uri = f"sip:{host}" if method in ("REGISTER", "OPTIONS") else f"sip:{user}@{host}"
     lines = [

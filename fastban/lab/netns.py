@@ -129,9 +129,6 @@ class Link:
     def ip_a(self, family: int = 4) -> str:
         return _address_of(self.addresses_a, family)
 
-    def ip_b(self, family: int = 4) -> str:
-        return _address_of(self.addresses_b, family)
-
 
 def _address_of(addresses: tuple[str, ...], family: int) -> str:
     for cidr in addresses:
