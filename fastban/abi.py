@@ -171,12 +171,7 @@ def _maps(sources: list[Path], constants: dict, structs: dict) -> dict[str, MapS
         text = _COMMENT.sub("", path.read_text())
         for kind, key, value, name, entries, pin in _MAP.findall(text):
             where = f"{path.name}: map {name}"
-            if entries == "FB_CAPACITY":
-                count = None
-            elif entries in constants:
-                count = constants[entries]
-            else:
-                count = _evaluate(entries, constants, where)
+            count = None if entries == "FB_CAPACITY" else _evaluate(entries, constants, where)
             maps[pin] = MapSpec(name, kind, _ctype(key, structs, where),
                                 _ctype(value, structs, where), count, pin)
     return maps
@@ -205,14 +200,12 @@ def verify_compiled(abi: Abi, bpf) -> None:
             value = value._type_                # BCC reads one value per CPU
         checks += [(f"map {name} key", table.Key, spec.key),
                    (f"map {name} value", value, spec.value)]
+        if spec.entries is not None and table.max_entries != spec.entries:
+            checks.append((f"map {name}", table.max_entries, spec.entries))
     checks.append(("struct fb_capture_meta", bpf[b"meta_layout"].Leaf,
                    abi.struct("fb_capture_meta")))
     checks.append(("struct fb_scan_table", bpf[b"scan_table"].Leaf,
                    abi.struct("fb_scan_table")))
-    for name, spec in abi.maps.items():
-        entries = bpf[spec.name.encode()].max_entries
-        if spec.entries is not None and entries != spec.entries:
-            checks.append((f"map {name}", entries, spec.entries))
     for what, compiled, declared in checks:
         difference = (f"{compiled} entries compiled, {declared} declared"
                       if isinstance(compiled, int) else _difference(compiled, declared))

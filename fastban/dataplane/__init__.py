@@ -105,7 +105,7 @@ class DataPlane(KernelTables):
             self._capture = Capture(bpf)
         self.capture = capture
         self.set_sip_ports(sip_ports)
-        self._set_config(ABI["FB_CFG_COUNT_404"], 1 if count_register_404 else 0)
+        self.set_count_register_404(count_register_404)
         self.set_challenge_grace(challenge_grace)
         for hook, roles in HOOK_ROLES.get(capture, {}).items():
             self._set_config(_ROLE_CONFIG[hook], roles)

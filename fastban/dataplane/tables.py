@@ -1,7 +1,7 @@
 """What the maps hold, as user space reads and writes it: bans, the whitelist, the port sets,
 the config, the counters and the capture's tables of challenged peers and open Call-IDs.
 
-Every layout and index comes from bpf/abi.h (fastban.dataplane.abi).
+Every layout and index comes from bpf/abi.h (fastban.abi).
 """
 
 from __future__ import annotations
