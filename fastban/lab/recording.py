@@ -29,6 +29,8 @@ class Recording:
     packets_dropped: int | None = None    # lost by the kernel (tcpdump's buffer was full)
 
 
+# tcpdump's kernel buffer: its 2 MiB default lost packets of a 3,000 requests/s forged flood.
+CAPTURE_BUFFER_KIB = 32768
 _CAPTURE_STATS = re.compile(r"(\d+) packets? captured,? (\d+) packets? received by filter,? "
                             r"(\d+) packets? dropped by kernel")
 
@@ -157,7 +159,8 @@ class Recorder:
         path = Path(path).resolve()
         capture = _Background(namespace, self._workdir("tcpdump"),
                               ["tcpdump", "-i", iface, "-s", "0", "-U", "--immediate-mode",
-                               "-n", "-Z", "root", "-w", str(path)],
+                               "-B", str(CAPTURE_BUFFER_KIB), "-n", "-Z", "root", "-w",
+                               str(path)],
                               bound=24 * 3600, output="tcpdump.err")
         self._clients.append(capture)
         recording = Recording(path, iface)
