@@ -18,6 +18,7 @@ packages=(
     python3-bpfcc libbpfcc bpfcc-tools linux-headers-amd64
     iproute2 iputils-ping ethtool tcpdump nftables ipset iptables
     kamailio sip-tester sipvicious
+    chromium chromium-driver prometheus
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -33,10 +34,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-# The kamailio package starts a server on the host's port 5060; the lab runs its own.
-if command -v systemctl >/dev/null && systemctl is-active -q kamailio 2>/dev/null; then
-    systemctl stop kamailio >/dev/null 2>&1 && systemctl disable kamailio >/dev/null 2>&1
-fi
+# The kamailio and prometheus packages start servers on the host's ports 5060 and 9090; the
+# lab and the tests run their own.
+for service in kamailio prometheus; do
+    if command -v systemctl >/dev/null && systemctl is-active -q "$service" 2>/dev/null; then
+        systemctl stop "$service" >/dev/null 2>&1 && systemctl disable "$service" >/dev/null 2>&1
+    fi
+done
 
 kver=$(uname -r)
 moddir=/lib/modules/$kver

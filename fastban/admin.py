@@ -54,6 +54,7 @@ def add_commands(subparsers) -> None:
     ban.add_argument("target", help="an address or CIDR network")
     ban.add_argument("--time", type=float, dest="duration",
                      help="seconds; 0 = permanent (default: bantime)")
+    ban.add_argument("--reason", help="a label kept with the ban and shown in the list")
     ban.set_defaults(handler=cmd_ban)
 
     unban = subparsers.add_parser("unban", help="lift a ban (the unblock button)")
@@ -177,7 +178,8 @@ def print_bans(rows, as_json: bool) -> None:
     for chunk in _chunks(rows, 10_000):
         table = [_cells(row, now) for row in chunk]
         if widths is None:              # from the first chunk: the columns stay put
-            widths = [max(len(line[i]) for line in [HEADINGS, *table]) for i in range(5)]
+            widths = [max(len(line[i]) for line in [HEADINGS, *table])
+                      for i in range(len(HEADINGS) - 1)]
             out.write(_line(HEADINGS, widths) + "\n")
         for line in table:
             out.write(_line(line, widths) + "\n")
@@ -199,10 +201,11 @@ def _chunks(rows, size: int):
 
 def cmd_ban(args) -> int:
     settings = _settings(args)
-    record = _ask(settings, "ban", target=args.target, duration=args.duration)
+    record = _ask(settings, "ban", target=args.target, duration=args.duration,
+                  reason=args.reason)
     if record is None:
         offline = _offline(args, settings)
-        record = offline.ban(args.target, args.duration)
+        record = offline.ban(args.target, args.duration, args.reason)
         _warn(offline)
     until = "permanently" if record["expires_at"] == 0 else f"until {iso(record['expires_at'])}"
     print(f"banned {record['target']} {until}")
@@ -255,7 +258,9 @@ def cmd_stats(args) -> int:
     else:
         width = max(map(len, figures))
         for key, value in figures.items():
-            if isinstance(value, dict):
+            if key == "ban_latency":
+                value = _latency(value)
+            elif isinstance(value, dict):
                 value = ", ".join(f"{k} {v}" for k, v in sorted(value.items())) or "-"
             print(f"{key.replace('_', ' '):<{width}}  {value}")
     return 0
@@ -263,17 +268,26 @@ def cmd_stats(args) -> int:
 
 # -- output ---------------------------------------------------------------------------------
 
-HEADINGS = ("ADDRESS", "BANNED AT", "TIME LEFT", "DROPPED", "FAILURES", "REASON")
+HEADINGS = ("ADDRESS", "BANNED AT", "TIME LEFT", "DROPPED", "FAILURES", "ORIGIN", "REASON")
 
 
 def _cells(row: dict, now: float) -> tuple:
     return (row["target"], iso(row["banned_at"]) if row["banned_at"] else "-",
             "permanent" if row["time_left"] is None else _span(row["time_left"]),
-            str(row["packets_dropped"]), str(row["failures"]), row["reason"])
+            str(row["packets_dropped"]), str(row["failures"]), row.get("origin", "-"),
+            row["reason"])
 
 
 def _line(cells, widths) -> str:
-    return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths)) + "  " + cells[5]
+    return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths)) + "  " + cells[-1]
+
+
+def _latency(histogram: dict) -> str:
+    """'N bans from the wire, mean X ms' of the guard's ban latency histogram."""
+    count = histogram.get("count", 0)
+    if not count:
+        return "no ban from the wire yet"
+    return f"{count} bans from the wire, mean {histogram['sum'] / count * 1000:.2f} ms to the map"
 
 
 def _span(seconds: float) -> str:

@@ -1,6 +1,7 @@
 """The ``fastban`` command: one subcommand per job, each ending in one line on a user error.
 
-``replay`` is here; run, list, ban, unban, detach and stats are in fastban.admin.
+``replay`` is here; run, list, ban, unban, detach and stats are in fastban.admin; web and
+web-password in fastban.web.commands.
 
 Exit codes: 0 done, 1 the request could not be carried out, 2 bad usage, bad settings or an
 unreadable capture.
@@ -16,6 +17,8 @@ from fastban import __version__
 
 # Python modules fastban needs beside the standard library, and where each comes from.
 DEPENDENCIES = {"msgpack": "make setup (pip: msgpack)", "scapy": "make setup (pip: scapy)",
+                "aiohttp": "make setup (pip: aiohttp)", "tomlkit": "make setup (pip: tomlkit)",
+                "prometheus_client": "make setup (pip: prometheus_client)",
                 "bcc": "make host (Debian: python3-bpfcc; not the PyPI package 'bcc')"}
 
 
@@ -49,6 +52,7 @@ def cmd_replay(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from fastban import admin
+    from fastban.web import commands as web_commands
 
     parser = argparse.ArgumentParser(
         prog="fastban", description="Brute-force guard for SIP servers (bans enforced by XDP).")
@@ -56,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_replay_command(subparsers)
     admin.add_commands(subparsers)
+    web_commands.add_commands(subparsers)
     return parser
 
 

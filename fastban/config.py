@@ -66,6 +66,13 @@ class Settings:
     state_file: str = "/var/lib/fastban/state.msgpack"
     control_socket: str = "/run/fastban/control.sock"
     map_capacity: int = 1_048_576
+    # the operator's page and /metrics (fastban web)
+    web_listen: str = "127.0.0.1:8480"
+    web_tls_cert: str = ""         # both set: the page is served over HTTPS
+    web_tls_key: str = ""
+    web_password_file: str = "/etc/fastban/web-password"
+    metrics_listen: str = ""       # empty: /metrics on the web listener
+    metrics_auth: bool = False     # /metrics behind the page's password (HTTP basic auth)
 
     @property
     def effective_ban_ports(self) -> tuple:
@@ -213,6 +220,35 @@ def _path(name, raw):
     return raw
 
 
+def _optional_path(name, raw):
+    if raw == "":
+        return raw
+    return _path(name, raw)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """"127.0.0.1:8480" or "[::1]:8480" -> (address, port); ValueError otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(text)
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return str(ipaddress.ip_address(host)), int(port)
+
+
+def _listen(allow_empty):
+    what = 'an IP address and port, e.g. "127.0.0.1:8480" or "[::1]:8480"'
+
+    def check(name, raw):
+        if allow_empty and raw == "":
+            return raw
+        try:
+            parse_listen(raw)
+        except (ValueError, AttributeError):
+            _fail(name, what, raw)
+        return raw.strip()
+    return check
+
+
 VALIDATORS = {
     "maxretry": _int(1),
     "findtime": _int(1),
@@ -236,6 +272,12 @@ VALIDATORS = {
     "state_file": _path,
     "control_socket": _path,
     "map_capacity": _int(1, 1 << 28),
+    "web_listen": _listen(allow_empty=False),
+    "web_tls_cert": _optional_path,
+    "web_tls_key": _optional_path,
+    "web_password_file": _path,
+    "metrics_listen": _listen(allow_empty=True),
+    "metrics_auth": _bool,
 }
 assert set(VALIDATORS) == set(KEYS)
 
@@ -282,8 +324,15 @@ def load_settings(path=None, overrides: dict | None = None) -> Settings:
     if path is not None:
         values.update(read_toml(path))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return settings_from_values(values)
+
+
+def settings_from_values(values: dict) -> Settings:
+    """Defaults, then the raw settings ``values``, validated and checked together."""
     settings = replace(DEFAULTS, **validate(values))
     if settings.bantime_increment and settings.bantime_max < settings.bantime:
         raise ConfigError(
             f"bantime_max: must be ≥ bantime ({settings.bantime}), got {settings.bantime_max}")
+    if bool(settings.web_tls_cert) != bool(settings.web_tls_key):
+        raise ConfigError("web_tls_cert: set both web_tls_cert and web_tls_key, or neither")
     return settings

@@ -24,7 +24,17 @@ KIND_REPEATED_407 = "repeated 407"
 KIND_UNANSWERED_401 = "unanswered 401"
 KIND_UNANSWERED_407 = "unanswered 407"
 KIND_REGISTER_404 = "404 to REGISTER"
-PROVEN_KINDS = frozenset({KIND_BAD_401, KIND_BAD_407, KIND_BAD_403})
+# A wrong password on fastban's own web page: it arrives over a TCP connection, so its source
+# cannot be forged.
+KIND_WEB_LOGIN = "wrong web page password"
+PROVEN_KINDS = frozenset({KIND_BAD_401, KIND_BAD_407, KIND_BAD_403, KIND_WEB_LOGIN})
+
+# Where a ban came from (shown in `fastban list` and on the page)
+ORIGIN_SIP = "sip"                  # failed SIP logins read off the wire
+ORIGIN_WEB_LOGIN = "web login"      # wrong passwords on the web page
+ORIGIN_HAND = "hand"                # `fastban ban` or the page's form
+ORIGIN_KERNEL_MAP = "kernel map"    # found in the pinned map with no record of it
+ORIGINS = (ORIGIN_SIP, ORIGIN_WEB_LOGIN, ORIGIN_HAND, ORIGIN_KERNEL_MAP)
 
 
 @dataclass(frozen=True)

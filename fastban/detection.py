@@ -142,6 +142,11 @@ class Detector:
         self._banned[key] = decision.decided_at + bantime
         return Verdict(decision, bantime, previous)
 
+    def web_login_failed(self, now: float, peer) -> Verdict | None:
+        """A wrong password on the web page, counted like a SIP failure."""
+        decision = self.rules.web_login_failed(now, peer)
+        return None if decision is None else self._verdict(decision)
+
     def lifted(self, network) -> None:
         """A ban ended early (unban, or refused by a full table): count the source afresh."""
         self.rules.forget(network.network_address)

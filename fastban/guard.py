@@ -16,13 +16,15 @@ import ipaddress
 import itertools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Callable
 
 from fastban import sip, state
 from fastban.clock import expiry_to_monotonic_ns, expiry_to_wall, iso
 from fastban.dataplane import BanTableFull
+from fastban.decisions import ORIGIN_HAND, ORIGIN_KERNEL_MAP, ORIGIN_SIP, ORIGIN_WEB_LOGIN
 from fastban.detection import BanHistory, Detector, Verdict
+from fastban.histogram import Histogram
 from fastban.state import BanRecord
 
 log = logging.getLogger("fastban")
@@ -47,6 +49,9 @@ EXPIRE_LAG = 1.0
 # Captured responses lost (the guard fell behind the perf buffer) are logged at most this often.
 LOSS_REPORT_INTERVAL = 10.0
 FOUND_IN_MAP = "found in the kernel map"
+# The page's chart: failures, bans and dropped packets sampled this often, for an hour.
+SAMPLE_INTERVAL = 10.0
+SAMPLES_KEPT = 360
 
 
 class GuardError(ValueError):
@@ -83,6 +88,10 @@ class Guard:
         self.counts = {"packets": 0, "bans_total": 0, "unbans_total": 0, "bans_refused": 0,
                        "challenges_marked": 0}
         self.copied_by_reason: Counter = Counter()   # why the kernel copied what it did
+        self.bans_by_origin: Counter = Counter()
+        self.ban_latency = Histogram()        # seconds from the response on the wire to the map
+        self.samples: deque = deque(maxlen=SAMPLES_KEPT)   # (wall time, failures, bans, dropped)
+        self._sampled_at = 0.0
         self.settings = settings
         self.state, warning = state.load(settings.state_file, now=wall())
         if warning:
@@ -161,7 +170,8 @@ class Guard:
             if target in self.state.bans:
                 continue
             expires_at = expiry_to_wall(ban.expires_ns, now, mono)
-            self.state.bans[target] = BanRecord(target, FOUND_IN_MAP, 0, now, expires_at)
+            self.state.bans[target] = BanRecord(target, FOUND_IN_MAP, 0, now, expires_at,
+                                                ORIGIN_KERNEL_MAP)
             self._schedule(self.state.bans[target])
             self._dirty = self._rewrite = True
         if self._dirty:
@@ -184,6 +194,7 @@ class Guard:
             for verdict in detector.segment(packet.ktime_ns / 1e9 + offset, packet):
                 if (record := self.ban_decided(verdict)):
                     new_bans.append(record)
+                    self.ban_latency.observe((self.monotonic_ns() - packet.ktime_ns) / 1e9)
         if detector.unread_challenges:
             self._mark_unread_challenges(offset)
         if self.rules.trust_reports:
@@ -222,7 +233,15 @@ class Guard:
             self.save()
         if now - self._loss_checked_at >= LOSS_REPORT_INTERVAL:
             self._report_losses(now)
+        if now - self._sampled_at >= SAMPLE_INTERVAL:
+            self._sample(now)
         return new_bans
+
+    def _sample(self, now: float) -> None:
+        dropped = self.dataplane.counters().get("dropped", 0)
+        self.samples.append((now, self.rules.stats["failures"], self.counts["bans_total"],
+                             dropped))
+        self._sampled_at = now
 
     def _report_losses(self, now: float) -> None:
         lost = self.dataplane.counters().get("capture_lost", 0)
@@ -234,29 +253,54 @@ class Guard:
 
     # -- bans -------------------------------------------------------------------------------
 
-    def ban_decided(self, verdict: Verdict) -> BanRecord | None:
+    def ban_decided(self, verdict: Verdict, origin: str = ORIGIN_SIP) -> BanRecord | None:
         """Enforces a ban the detection path decided (its duration included)."""
         decision = verdict.decision
         record = self._ban(decision.network, verdict.bantime, decision.reason,
-                           decision.failures)
+                           decision.failures, origin, decision.failure_class)
         if record is None:
             self.detector.lifted(decision.network)
         return record
 
-    def ban(self, target, duration: float | None = None, reason: str = "banned by hand") \
+    def ban(self, target, duration: float | None = None, reason: str | None = None) \
             -> BanRecord:
-        """A ban by hand: duration in seconds, 0 = permanent, None = the configured bantime."""
+        """A ban by hand: duration in seconds, 0 = permanent, None = the configured bantime;
+        the reason is the operator's label."""
         network, duration = hand_ban(self.settings, target, duration)
-        record = self._ban(network, duration, reason, 0)
+        record = self._ban(network, duration, hand_reason(reason), 0, ORIGIN_HAND, "")
         if record is None:
             raise GuardError(f"the kernel ban table is full; {network} is not banned")
         self.detector.ban_by_hand(network)
         self._changes[-1] = state.ban_change(record, self.detector.history.count(network))
         return record
 
-    def _ban(self, target, duration: float, reason: str, failures: int) -> BanRecord | None:
+    def web_login_failed(self, source) -> dict:
+        """A wrong password on the web page from `source`: counted like a SIP failure, banned
+        in the kernel at maxretry. Returns whether the source is banned now."""
+        try:
+            address = ipaddress.ip_address(source)
+        except ValueError:
+            raise GuardError(f"not an IP address: {source}") from None
+        verdict = self.detector.web_login_failed(self.wall(), address)
+        if verdict is not None:
+            self.ban_decided(verdict, ORIGIN_WEB_LOGIN)
+        return {"banned": self.banned(address), "failures": self.rules.failures_of(address)}
+
+    def banned(self, address) -> bool:
+        """Whether a ban in force covers this address (exact, its prefix, or a range)."""
+        address = ipaddress.ip_address(address)
+        bans, now = self.state.bans, self.wall()
+        for prefixlen in range(address.max_prefixlen, -1, -1):
+            record = bans.get(ipaddress.ip_network((address, prefixlen), strict=False))
+            if record is not None and not record.expired(now):
+                return True
+        return False
+
+    def _ban(self, target, duration: float, reason: str, failures: int, origin: str,
+             failure_class: str) -> BanRecord | None:
         now = self.wall()
-        record = BanRecord(target, reason, failures, now, 0.0 if duration == 0 else now + duration)
+        record = BanRecord(target, reason, failures, now, 0.0 if duration == 0 else now + duration,
+                           origin, failure_class)
         if not self._enforce(record, now, self.monotonic_ns()):
             return None
         self.state.bans[target] = record
@@ -264,6 +308,7 @@ class Guard:
         self._schedule(record)
         self._changes.append(state.ban_change(record, self.detector.history.count(target)))
         self.counts["bans_total"] += 1
+        self.bans_by_origin[origin] += 1
         self._dirty = True
         log.info("ban %s for %s: %s", target, _duration(record), reason)
         return record
@@ -333,15 +378,27 @@ class Guard:
         return ban_rows(kernel_bans(self.dataplane), self.state.bans, self.wall(),
                         self.monotonic_ns())
 
-    def listing_later(self):
+    def listing_later(self, newest: int | None = None):
         """The rows of listing(), made when iterated: only the records are copied now (under
-        the caller's lock); the kernel maps are read after, while the guard goes on."""
+        the caller's lock); the kernel maps are read after, while the guard goes on. With
+        `newest`, only the rows of that many most recent bans, newest first, each read from
+        the map by itself (the page's list, which must not read a million entries a second)."""
         records, now, mono = dict(self.state.bans), self.wall(), self.monotonic_ns()
         dataplane = self.dataplane
 
         def rows():
             yield from iter_ban_rows(kernel_bans(dataplane), records, now, mono)
-        return rows()
+
+        def newest_rows():
+            recent = heapq.nlargest(newest, records.values(), key=_banned_at)
+            bans = {record.target: ban for record in recent
+                    if (ban := dataplane.ban_of(record.target)) is not None}
+            yield from iter_ban_rows(bans, records, now, mono, order=[r.target for r in recent])
+        return rows() if newest is None else newest_rows()
+
+    def history(self) -> list:
+        """The chart's samples: [wall time, failures, bans, dropped packets], totals so far."""
+        return [list(sample) for sample in self.samples]
 
     def stats(self) -> dict:
         counters = self.dataplane.counters()
@@ -374,12 +431,34 @@ class Guard:
             "bans_total": self.counts["bans_total"],
             "bans_refused": self.counts["bans_refused"],
             "unbans_total": self.counts["unbans_total"],
+            "bans_by_origin": dict(self.bans_by_origin),
+            "failures_web_login": rules["failures_web_login"],
+            "whitelisted": counters.get("whitelisted", 0),
+            "ban_latency": self.ban_latency.to_wire(),
             "parser": sip.IMPLEMENTATION,
         }
 
 
 def _ktime(packet) -> int:
     return packet.ktime_ns
+
+
+def _banned_at(record: BanRecord) -> float:
+    return record.banned_at
+
+
+HAND_REASON = "banned by hand"
+MAX_REASON = 200
+
+
+def hand_reason(label: str | None) -> str:
+    """The reason of a hand ban: the operator's label on one line, or HAND_REASON."""
+    if label is None or not str(label).strip():
+        return HAND_REASON
+    text = " ".join(str(label).split())
+    if len(text) > MAX_REASON:
+        raise GuardError(f"a reason is at most {MAX_REASON} characters, got {len(text)}")
+    return f"{HAND_REASON}: {text}"
 
 
 def kernel_bans(dataplane) -> dict:
@@ -392,13 +471,20 @@ def ban_rows(bans: dict, records: dict, now: float, mono_now: int) -> list[dict]
     return list(iter_ban_rows(bans, records, now, mono_now))
 
 
-def iter_ban_rows(bans: dict, records: dict, now: float, mono_now: int):
-    for target in sorted(bans, key=lambda network: (network.version, network)):
-        ban, record = bans[target], records.get(target)
+def iter_ban_rows(bans: dict, records: dict, now: float, mono_now: int, order=None):
+    """The rows of the bans in the kernel maps, by address (or in the order given)."""
+    if order is None:
+        order = sorted(bans, key=lambda network: (network.version, network))
+    for target in order:
+        ban, record = bans.get(target), records.get(target)
+        if ban is None:
+            continue
         expires_at = expiry_to_wall(ban.expires_ns, now, mono_now)
         yield {
             "target": str(target),
             "reason": record.reason if record else FOUND_IN_MAP,
+            "origin": record.origin if record else ORIGIN_KERNEL_MAP,
+            "failure_class": record.failure_class if record else "",
             "failures": record.failures if record else 0,
             "banned_at": record.banned_at if record else None,
             "expires_at": expires_at,

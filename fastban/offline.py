@@ -15,7 +15,8 @@ import time
 from fastban import state
 from fastban.clock import expiry_to_monotonic_ns
 from fastban.dataplane import DataPlane, DataPlaneError
-from fastban.guard import ban_rows, hand_ban, kernel_bans
+from fastban.decisions import ORIGIN_HAND
+from fastban.guard import ban_rows, hand_ban, hand_reason, kernel_bans
 from fastban.state import BanRecord
 
 
@@ -45,10 +46,11 @@ class Offline:
         finally:
             dataplane.close()
 
-    def ban(self, target, duration: float | None) -> dict:
+    def ban(self, target, duration: float | None, reason: str | None = None) -> dict:
         network, duration = hand_ban(self.settings, target, duration)
         now = time.time()
-        record = BanRecord(network, "banned by hand", 0, now, 0.0 if duration == 0 else now + duration)
+        record = BanRecord(network, hand_reason(reason), 0, now,
+                           0.0 if duration == 0 else now + duration, ORIGIN_HAND)
         dataplane = self._maps()
         try:
             dataplane.ban(network, expiry_to_monotonic_ns(record.expires_at, now,

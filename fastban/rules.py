@@ -31,6 +31,9 @@ What is a failure
         - a 403 to a request without such credentials (``403``), a 404 to REGISTER.
     Unproven failures count only for sources that are not trusted.
 
+    A wrong password on fastban's own web page (``web_login_failed``) is a proven failure too
+    (``wrong web page password``): it came over a TCP connection.
+
     A challenge marked ``stale=true`` rejected an expired nonce, not a password: no failure.
     A retransmitted response (same Call-ID, branch and status as the last one) is not counted
     again. Any other final answer closes the Call-ID's open challenge; 1xx are ignored.
@@ -77,7 +80,8 @@ from dataclasses import dataclass
 
 from fastban.decisions import (
     KIND_403, KIND_BAD_401, KIND_BAD_403, KIND_BAD_407, KIND_REGISTER_404, KIND_REPEATED_401,
-    KIND_REPEATED_407, KIND_UNANSWERED_401, KIND_UNANSWERED_407, PROVEN_KINDS, BanDecision,
+    KIND_REPEATED_407, KIND_UNANSWERED_401, KIND_UNANSWERED_407, KIND_WEB_LOGIN, PROVEN_KINDS,
+    BanDecision,
     IPAddress, IPNetwork, describe_failures)
 
 # A nonce counts as issued to an address this long after the server sent it (longer than the
@@ -104,6 +108,7 @@ STAT_KEYS = (
     "failures_repeated_challenge",
     "failures_unanswered_challenge",
     "failures_register_404",
+    "failures_web_login",   # wrong passwords on fastban's web page
     "unproven_of_trusted",  # unproven failures of a trusted source (not counted)
     "bans",                 # ban decisions returned
     "sources_evicted",      # source histories dropped at the max_sources cap
@@ -514,6 +519,15 @@ class FailureRules:
         key = self.source_key(address)
         self._sources.pop(key, None)
         self._mark_reset(key)
+
+    def web_login_failed(self, now: float, peer: IPAddress) -> BanDecision | None:
+        """A wrong password on fastban's web page from ``peer``: a proven failure, counted
+        with the SIP ones toward maxretry."""
+        if self.is_whitelisted(peer):
+            self.stats["whitelisted_skipped"] += 1
+            return None
+        self.stats["failures_web_login"] += 1
+        return self._fail(now, peer, self.source_key(peer), KIND_WEB_LOGIN, "failures_proven")
 
     def failures_of(self, address) -> int:
         """Failures currently counted against an address (or its prefix)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import threading
 import time
@@ -64,21 +65,40 @@ class Service:
         self._reload = threading.Event()
 
     def answer(self, request: dict):
+        """One control request, with the lock held (fastban.control.Server)."""
         op = request["op"]
         try:
             if op == "list":
-                return control.Stream(self.guard.listing_later())
+                newest = request.get("newest")
+                if newest is not None and (not isinstance(newest, int) or newest < 1):
+                    raise control.ControlError("newest: a whole number of bans ≥ 1")
+                return control.Stream(self.guard.listing_later(newest))
             if op == "stats":
                 return {**self.guard.stats(), "iface": self.iface, "xdp_mode": self.mode}
             if op == "ban":
-                record = self.guard.ban(request["target"], request.get("duration"))
+                record = self.guard.ban(request["target"], request.get("duration"),
+                                        request.get("reason"))
                 return record.to_wire()
             if op == "unban":
                 return {"removed": self.guard.unban(request["target"])}
             if op == "unban_all":
                 return {"removed": self.guard.unban_all()}
-        except GuardError as error:
-            raise control.ControlError(str(error)) from None
+            if op == "banned":
+                return {"banned": self.guard.banned(request["address"])}
+            if op == "web_login_failed":
+                return self.guard.web_login_failed(request["address"])
+            if op == "history":
+                return self.guard.history()
+            if op == "settings":
+                return {"config_path": self.config_path and os.path.abspath(self.config_path),
+                        "overridden": sorted(k for k, v in self.overrides.items()
+                                             if v is not None)}
+            if op == "reload":
+                self._reload_locked(raise_errors=True)
+                return {"reloaded": True}
+        except (GuardError, KeyError, TypeError) as error:
+            message = f"missing argument {error}" if isinstance(error, KeyError) else str(error)
+            raise control.ControlError(message) from None
         raise control.ControlError(f"unknown operation {op!r}")
 
     def run(self) -> None:
@@ -109,14 +129,20 @@ class Service:
             self.shutdown()
 
     def reload(self) -> None:
+        """SIGHUP: the settings file again."""
+        with self.lock:
+            self._reload_locked(raise_errors=False)
+
+    def _reload_locked(self, raise_errors: bool) -> None:
         try:
             settings = load_settings(self.config_path, self.overrides)
         except ValueError as error:
             log.error("reload refused, keeping the running settings: %s", error)
+            if raise_errors:
+                raise control.ControlError(f"reload refused: {error}") from None
             return
-        with self.lock:
-            self.guard.reload(settings)
-            self.settings = settings
+        self.guard.reload(settings)
+        self.settings = settings
 
     def shutdown(self) -> None:
         self.server.stop()

@@ -19,10 +19,13 @@ from __future__ import annotations
 import gc
 import ipaddress
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
 import msgpack
+
+from fastban.decisions import ORIGIN_SIP
 
 FORMAT_VERSION = 1
 
@@ -39,6 +42,8 @@ class BanRecord:
     failures: int
     banned_at: float
     expires_at: float
+    origin: str = ORIGIN_SIP        # decisions.ORIGINS
+    failure_class: str = ""         # "proven", "unproven" or "mixed"; "" for a hand ban
 
     def remaining(self, now: float) -> float | None:
         """Seconds left, or None for a permanent ban."""
@@ -50,22 +55,32 @@ class BanRecord:
     def to_wire(self) -> dict:
         """The record for the control protocol and the CLI."""
         return {"target": str(self.target), "reason": self.reason, "failures": self.failures,
-                "banned_at": self.banned_at, "expires_at": self.expires_at}
+                "banned_at": self.banned_at, "expires_at": self.expires_at,
+                "origin": self.origin, "failure_class": self.failure_class}
 
     def to_row(self) -> list:
         """The record in the state file: the network as packed address and prefix length,
         then the other fields in order."""
         return [*network_fields(self.target), self.reason, self.failures, self.banned_at,
-                self.expires_at]
+                self.expires_at, self.origin, self.failure_class]
 
     @classmethod
     def from_row(cls, row: list) -> BanRecord:
-        packed, prefixlen, reason, failures, banned_at, expires_at = row
+        """A saved row; one of six fields (saved before bans had an origin) is a ban of the
+        rules."""
+        packed, prefixlen, reason, failures, banned_at, expires_at, *rest = row
+        origin, failure_class = rest if rest else (ORIGIN_SIP, "")
         return cls(network_from(packed, prefixlen), str(reason), int(failures),
-                   float(banned_at), float(expires_at))
+                   float(banned_at), float(expires_at), _interned(origin),
+                   _interned(failure_class))
 
 
 _NETWORK_TYPES = {4: ipaddress.IPv4Network, 16: ipaddress.IPv6Network}
+
+
+def _interned(value) -> str:
+    """One string object per origin and class however many bans are loaded."""
+    return sys.intern(str(value))
 
 
 def network_fields(target) -> tuple[bytes, int]:

@@ -73,17 +73,19 @@ def test_unban_needs_a_target_or_all():
 def test_list_table_format(capsys):
     rows = [{"target": "203.0.113.9/32", "reason": "10 failures in 412 s: 10×403",
              "failures": 10, "banned_at": 1764460800.0, "expires_at": 1764504000.0,
-             "time_left": 3725.0, "packets_dropped": 1234},
+             "time_left": 3725.0, "packets_dropped": 1234, "origin": "sip",
+             "failure_class": "unproven"},
             {"target": "2001:db8::/64", "reason": "banned by hand", "failures": 0,
-             "banned_at": None, "expires_at": 0.0, "time_left": None, "packets_dropped": 0}]
+             "banned_at": None, "expires_at": 0.0, "time_left": None, "packets_dropped": 0,
+             "origin": "hand", "failure_class": ""}]
     print_bans(iter(rows), as_json=False)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["ADDRESS", "BANNED", "AT", "TIME", "LEFT", "DROPPED",
-                                "FAILURES", "REASON"]
-    assert lines[1].split()[:5] == ["203.0.113.9/32", "2025-11-30T00:00:00Z", "1h02m", "1234",
-                                    "10"]
+                                "FAILURES", "ORIGIN", "REASON"]
+    assert lines[1].split()[:6] == ["203.0.113.9/32", "2025-11-30T00:00:00Z", "1h02m", "1234",
+                                    "10", "sip"]
     assert lines[1].endswith("10 failures in 412 s: 10×403")
-    assert lines[2].split()[:5] == ["2001:db8::/64", "-", "permanent", "0", "0"]
+    assert lines[2].split()[:6] == ["2001:db8::/64", "-", "permanent", "0", "0", "hand"]
     print_bans(iter([]), as_json=False)
     assert capsys.readouterr().out == "no addresses are blocked\n"
     print_bans(iter(rows), as_json=True)

@@ -109,6 +109,13 @@ def test_ban_ports(tmp_path):
     ("control_socket", 3, "control_socket: must be a file path, got 3"),
     ("map_capacity", 0, "map_capacity: must be a whole number ≥ 1"),
     ("interfaces", ["eth 0"], "interfaces: must be a list of interface names"),
+    ("web_listen", "localhost:8480", "web_listen: must be an IP address and port"),
+    ("web_listen", "127.0.0.1:0", "web_listen: must be an IP address and port"),
+    ("web_tls_cert", "/etc/cert.pem", "web_tls_cert: set both web_tls_cert and web_tls_key"),
+    ("web_tls_key", 5, "web_tls_key: must be a file path, got 5"),
+    ("web_password_file", "", 'web_password_file: must be a file path, got ""'),
+    ("metrics_listen", "[::1]", "metrics_listen: must be an IP address and port"),
+    ("metrics_auth", "sometimes", 'metrics_auth: must be true or false, got "sometimes"'),
     ("colour", "blue", "colour: unknown setting"),
 ])
 def test_every_setting_is_validated(key, value, message):

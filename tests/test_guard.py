@@ -131,7 +131,7 @@ def test_bans_survive_a_restart_and_a_lost_state_file(dataplane, settings_for, t
     again = Guard(settings, dataplane)
     assert {str(t): r.reason for t, r in again.state.bans.items()} == {
         "10.240.0.66/32": guard.state.bans[ipaddress.ip_network("10.240.0.66/32")].reason,
-        "10.250.0.0/16": "hand"}
+        "10.250.0.0/16": "banned by hand: hand"}
     for saved in tmp_path.glob("state.msgpack*"):   # as if killed before anything was written
         saved.unlink()
     third = Guard(settings, dataplane)
@@ -388,3 +388,74 @@ def test_a_challenge_the_kernel_could_not_read_is_marked_in_its_tables(dataplane
     marked = dataplane.open_calls()[peer, headerscan.call_hash(b"register-7")]
     assert abs(marked - ktime) < 5_000_000
     assert dataplane.challenged_peers()[peer][0] == marked
+
+
+def test_wrong_web_passwords_ban_in_the_kernel_with_their_origin(dataplane, settings_for):
+    guard = Guard(settings_for(maxretry=3), dataplane)
+    assert guard.web_login_failed(str(ATTACKER)) == {"banned": False, "failures": 1}
+    guard.handle_packets(forbidden(ATTACKER, 1))                   # a SIP failure counts too
+    assert guard.web_login_failed(str(ATTACKER)) == {"banned": True, "failures": 0}
+    [ban] = dataplane.bans()
+    assert ban.target == ATTACKER
+    [row] = guard.listing()
+    assert row["origin"] == "web login" and row["failure_class"] == "mixed"
+    assert "2 proven (2×wrong web page password), 1 unproven (1×403)" in row["reason"]
+    stats = guard.stats()
+    assert stats["bans_by_origin"] == {"web login": 1} and stats["failures_web_login"] == 2
+    with pytest.raises(GuardError, match="not an IP address"):
+        guard.web_login_failed("<script>")
+
+
+def test_banned_covers_exact_prefix_and_range_bans(dataplane, settings_for):
+    guard = Guard(settings_for(), dataplane)
+    guard.ban("10.240.9.0/24")
+    guard.ban(str(ATTACKER))
+    assert guard.banned("10.240.9.200") and guard.banned(str(ATTACKER))
+    assert not guard.banned("10.240.8.1") and not guard.banned(str(ATTACKER6))
+    guard.unban("10.240.9.0/24")
+    assert not guard.banned("10.240.9.200")
+
+
+def test_hand_bans_carry_the_operators_label_on_one_line(dataplane, settings_for):
+    guard = Guard(settings_for(), dataplane)
+    record = guard.ban("10.240.0.70", reason="  scanner\nfrom  <b>x</b> ")
+    assert record.reason == "banned by hand: scanner from <b>x</b>"
+    assert (record.origin, record.failure_class) == ("hand", "")
+    assert guard.ban("10.240.0.71").reason == "banned by hand"
+    with pytest.raises(GuardError, match="at most 200 characters"):
+        guard.ban("10.240.0.72", reason="x" * 201)
+
+
+def test_the_newest_bans_are_listed_first_each_read_from_the_map(dataplane, settings_for,
+                                                                   monkeypatch):
+    clock = iter(range(1_000_000, 2_000_000, 10))
+    guard = Guard(settings_for(), dataplane, wall=lambda: float(next(clock)))
+    for n in range(1, 6):
+        guard.ban(f"10.240.1.{n}")
+    dataplane.unban("10.240.1.4")                     # gone from the map behind the guard
+    newest = list(guard.listing_later(newest=3))
+    assert [row["target"] for row in newest] == ["10.240.1.5/32", "10.240.1.3/32"]
+    assert len(list(guard.listing_later())) == 4
+
+
+def test_a_ban_from_the_wire_records_its_time_to_the_map(dataplane, settings_for):
+    guard = Guard(settings_for(), dataplane)
+    wire = time.monotonic_ns()
+    guard.handle_packets(forbidden(ATTACKER, 3))
+    took = (time.monotonic_ns() - wire) / 1e9
+    latency = guard.stats()["ban_latency"]
+    assert latency["count"] == 1 and 0 < latency["sum"] <= took
+    guard.ban("10.240.0.90")                          # a hand ban is not from the wire
+    assert guard.stats()["ban_latency"]["count"] == 1
+
+
+def test_the_chart_samples_failures_bans_and_drops_every_interval(dataplane, settings_for):
+    now = [1000.0]
+    guard = Guard(settings_for(), dataplane, wall=lambda: now[0])
+    guard.tick()
+    guard.handle_packets(forbidden(ATTACKER, 3))
+    guard.tick()                                       # within the interval: no new sample
+    now[0] += guard_module.SAMPLE_INTERVAL
+    guard.tick()
+    assert [sample[:3] for sample in guard.history()] == [[1000.0, 0, 0], [1010.0, 3, 1]]
+    assert all(sample[3] >= 0 for sample in guard.history())

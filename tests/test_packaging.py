@@ -1,5 +1,5 @@
 """The build ships what an installed fastban needs outside this checkout: the BPF sources,
-the example settings and unit, and the lab files."""
+the example settings and unit, the lab files and the web page."""
 
 import os
 import subprocess
@@ -24,7 +24,9 @@ def built(tmp_path_factory):
 def test_the_bpf_sources_and_data_files_are_in_the_package(built):
     package = built / "fastban"
     for name in ("data/fastban.toml", "data/fastban@.service", "lab/kamailio.cfg.tmpl",
-                 "lab/attacker_guess.xml", "dataplane/program.py", "lab/siplab.py"):
+                 "lab/attacker_guess.xml", "dataplane/program.py", "lab/siplab.py",
+                 "web/app.py", "web/static/index.html", "web/static/login.html",
+                 "web/static/app.js", "web/static/style.css"):
         assert (package / name).is_file(), name
     sources = sorted(p.name for p in (ROOT / "bpf").iterdir() if p.suffix in (".c", ".h"))
     assert {"abi.h", "walk.h", "fastban.h", "xdp_drop.c", "tc_capture.c"} <= set(sources)

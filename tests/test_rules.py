@@ -517,3 +517,25 @@ def test_interleaved_conversations_count_exactly_the_wrong_guesses(convs, rnd):
     r.expire(10_000)
     for peer, n in expected.items():
         assert r.failures_of(peer) == n, peer
+
+
+def test_wrong_web_passwords_count_with_sip_failures_as_proven():
+    r = rules(maxretry=5, findtime=600)
+    assert all(d is None for d in bad_guesses(r, A, 3))
+    assert r.web_login_failed(10.0, A) is None
+    decision = r.web_login_failed(11.0, A)
+    assert decision is not None and decision.failures == 5 and decision.proven == 5
+    assert decision.failure_class == "proven"
+    assert "1×wrong web page password" not in decision.reason
+    assert "2×wrong web page password" in decision.reason
+    assert r.stats["failures_web_login"] == 2 and r.stats["failures_proven"] == 5
+    assert r.failures_of(A) == 0                         # reset by the ban
+
+
+def test_wrong_web_passwords_of_a_trusted_or_whitelisted_address():
+    r = rules(maxretry=2, trust_time=3600, whitelist=(ipaddress.ip_network("198.51.100.0/24"),))
+    assert r.web_login_failed(1.0, B) is None and r.web_login_failed(2.0, B) is None
+    assert r.failures_of(B) == 0 and r.stats["whitelisted_skipped"] == 2
+    login(r, A, 0.0)                                      # a phone of A logged in
+    assert r.web_login_failed(1.0, A) is None
+    assert r.web_login_failed(2.0, A) is not None        # proven: trust does not excuse it

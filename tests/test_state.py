@@ -169,3 +169,25 @@ def test_load_leaves_the_collector_as_it_found_it(tmp_path):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_ban_keeps_its_origin_and_class_and_old_rows_read_as_the_rules_bans(tmp_path):
+    path = str(tmp_path / "state.msgpack")
+    hand = BanRecord(ipaddress.ip_network("192.0.2.7/32"), "banned by hand: <b>x</b>", 0,
+                     1000.0, 0.0, "hand", "")
+    web = BanRecord(ipaddress.ip_network("192.0.2.8/32"), "5 failures", 5, 1000.0, 0.0,
+                    "web login", "proven")
+    saved = State(bans={hand.target: hand, web.target: web})
+    state.save(saved, path)
+    loaded, _ = state.load(path, now=2000.0)
+    assert loaded.bans == saved.bans
+    assert loaded.bans[web.target].to_wire()["origin"] == "web login"
+    old_row = [ipaddress.ip_address("192.0.2.9").packed, 32, "10 failures", 10, 1000.0, 0.0]
+    old = BanRecord.from_row(old_row)
+    assert (old.origin, old.failure_class) == ("sip", "")
+    with open(path + state.JOURNAL_SUFFIX, "ab") as journal:    # a journal of an older version
+        journal.write(msgpack.packb(["ban", old_row, 1], use_bin_type=True))
+    again, _ = state.load(path, now=2000.0)
+    assert again.bans[old.target].origin == "sip"
+    many = [BanRecord.from_row(web.to_row()) for _ in range(3)]
+    assert len({id(r.origin) for r in many}) == 1 and len({id(r.failure_class) for r in many}) == 1

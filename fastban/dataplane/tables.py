@@ -168,6 +168,15 @@ class KernelTables(Maps):
             self._sync_trie_flags()
         return removed
 
+    def ban_of(self, target) -> Ban | None:
+        """The kernel's entry for exactly this target, lapsed or not; None when there is none."""
+        self._check_open()
+        name, key = self._ban_slot(target)
+        value = FbBanValue()
+        if not self._lookup(name, key, value):
+            return None
+        return Ban(ipaddress.ip_network(target, strict=False), value.expires_ns, value.hits)
+
     def _sync_trie_flags(self) -> None:
         """Tells XDP which LPM tries hold entries, so it skips the empty ones."""
         for name, index in TRIE_FLAGS.items():
