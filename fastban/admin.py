@@ -218,7 +218,7 @@ def cmd_unban(args) -> int:
     answer = _ask(settings, op, **arguments)
     only_saved = False
     if answer is None:
-        from fastban.guard import as_network
+        from fastban.handbans import as_network
         offline = _offline(args, settings, must_be_pinned=False)
         targets = None if args.all else [as_network(args.target)]
         removed, reached_maps = offline.unban(targets)

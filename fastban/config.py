@@ -71,6 +71,7 @@ class Settings:
     web_tls_cert: str = ""         # both set: the page is served over HTTPS
     web_tls_key: str = ""
     web_password_file: str = "/etc/fastban/web-password"
+    web_server_names: tuple = ()   # host names the page is reached by, besides its address
     metrics_listen: str = ""       # empty: /metrics on the web listener
     metrics_auth: bool = False     # /metrics behind the page's password (HTTP basic auth)
 
@@ -214,6 +215,16 @@ def _names(name, raw):
     return tuple(items)
 
 
+def _host_names(name, raw):
+    what = "host names separated by spaces (or a list)"
+    names = _items(name, raw, what)
+    for item in names:
+        if not isinstance(item, str) or not re.fullmatch(
+                r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+", item):
+            _fail(name, what, raw)
+    return tuple(item.lower().rstrip(".") for item in names)
+
+
 def _path(name, raw):
     if not isinstance(raw, str) or not raw.strip() or "\0" in raw:
         _fail(name, "a file path", raw)
@@ -276,6 +287,7 @@ VALIDATORS = {
     "web_tls_cert": _optional_path,
     "web_tls_key": _optional_path,
     "web_password_file": _path,
+    "web_server_names": _host_names,
     "metrics_listen": _listen(allow_empty=True),
     "metrics_auth": _bool,
 }

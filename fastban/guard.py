@@ -24,6 +24,7 @@ from fastban.clock import expiry_to_monotonic_ns, expiry_to_wall, iso
 from fastban.dataplane import BanTableFull
 from fastban.decisions import ORIGIN_HAND, ORIGIN_KERNEL_MAP, ORIGIN_SIP, ORIGIN_WEB_LOGIN
 from fastban.detection import BanHistory, Detector, Verdict
+from fastban.handbans import GuardError, as_network, hand_ban, hand_reason
 from fastban.histogram import Histogram
 from fastban.state import BanRecord
 
@@ -52,32 +53,6 @@ FOUND_IN_MAP = "found in the kernel map"
 # The page's chart: failures, bans and dropped packets sampled this often, for an hour.
 SAMPLE_INTERVAL = 10.0
 SAMPLES_KEPT = 360
-
-
-class GuardError(ValueError):
-    """A request the guard refuses (bad address, whitelisted target); the text is for the user."""
-
-
-def as_network(text_or_object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(text_or_object, strict=False)
-    except ValueError:
-        raise GuardError(f"not an IP address or network: {text_or_object}") from None
-
-
-def hand_ban(settings, target, duration: float | None) -> tuple:
-    """(network, seconds) of a ban asked for by hand, or GuardError: not an address, a
-    whitelisted one, a negative time. None = the configured bantime, 0 = permanent."""
-    network = as_network(target)
-    for whitelisted in settings.whitelist:
-        if network.version == whitelisted.version and network.subnet_of(whitelisted):
-            raise GuardError(f"{network} is whitelisted ({whitelisted}); remove it from the "
-                             "whitelist first")
-    duration = settings.bantime if duration is None else duration
-    if duration < 0:
-        raise GuardError(f"ban time must be 0 (permanent) or more seconds, got {duration}")
-    return network, duration
-
 
 
 class Guard:
@@ -446,19 +421,6 @@ def _ktime(packet) -> int:
 def _banned_at(record: BanRecord) -> float:
     return record.banned_at
 
-
-HAND_REASON = "banned by hand"
-MAX_REASON = 200
-
-
-def hand_reason(label: str | None) -> str:
-    """The reason of a hand ban: the operator's label on one line, or HAND_REASON."""
-    if label is None or not str(label).strip():
-        return HAND_REASON
-    text = " ".join(str(label).split())
-    if len(text) > MAX_REASON:
-        raise GuardError(f"a reason is at most {MAX_REASON} characters, got {len(text)}")
-    return f"{HAND_REASON}: {text}"
 
 
 def kernel_bans(dataplane) -> dict:

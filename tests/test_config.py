@@ -116,6 +116,7 @@ def test_ban_ports(tmp_path):
     ("web_password_file", "", 'web_password_file: must be a file path, got ""'),
     ("metrics_listen", "[::1]", "metrics_listen: must be an IP address and port"),
     ("metrics_auth", "sometimes", 'metrics_auth: must be true or false, got "sometimes"'),
+    ("web_server_names", "pbx.example.com bad_name", "web_server_names: must be host names"),
     ("colour", "blue", "colour: unknown setting"),
 ])
 def test_every_setting_is_validated(key, value, message):

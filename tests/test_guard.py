@@ -459,3 +459,11 @@ def test_the_chart_samples_failures_bans_and_drops_every_interval(dataplane, set
     guard.tick()
     assert [sample[:3] for sample in guard.history()] == [[1000.0, 0, 0], [1010.0, 3, 1]]
     assert all(sample[3] >= 0 for sample in guard.history())
+
+
+@pytest.mark.parametrize("duration", [-1, float("nan"), float("inf"), 1e300, "600"])
+def test_a_hand_ban_of_no_sensible_length_is_refused(dataplane, settings_for, duration):
+    guard = Guard(settings_for(), dataplane)
+    with pytest.raises(GuardError, match="ban time must be 0 .permanent. or up to"):
+        guard.ban("10.240.0.80", duration)
+    assert dataplane.bans() == []

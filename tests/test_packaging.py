@@ -23,9 +23,9 @@ def built(tmp_path_factory):
 
 def test_the_bpf_sources_and_data_files_are_in_the_package(built):
     package = built / "fastban"
-    for name in ("data/fastban.toml", "data/fastban@.service", "lab/kamailio.cfg.tmpl",
-                 "lab/attacker_guess.xml", "dataplane/program.py", "lab/siplab.py",
-                 "web/app.py", "web/static/index.html", "web/static/login.html",
+    for name in ("data/fastban.toml", "data/fastban@.service", "data/fastban-web.service",
+                 "lab/kamailio.cfg.tmpl", "lab/attacker_guess.xml", "dataplane/program.py",
+                 "lab/siplab.py", "web/app.py", "web/static/index.html", "web/static/login.html",
                  "web/static/app.js", "web/static/style.css"):
         assert (package / name).is_file(), name
     sources = sorted(p.name for p in (ROOT / "bpf").iterdir() if p.suffix in (".c", ".h"))

@@ -244,6 +244,20 @@ def test_a_post_without_the_csrf_token_is_refused(lab, guard, web, browser):
     assert not kernel_holds(lab, target)
 
 
+def test_a_request_for_another_host_name_is_refused(web):
+    """DNS rebinding: a foreign page whose name now resolves to 127.0.0.1 sends its own name."""
+    port = web.url.rsplit(":", 1)[1]
+    for host, expected in ((f"attacker.example:{port}", 421), (f"localhost:{port}", 200),
+                           (f"127.0.0.1:{port}", 200)):
+        request = urllib.request.Request(web.url + "/login", headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status = response.status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        assert status == expected, host
+
+
 def test_markup_in_a_reason_shows_as_text(lab, web, browser):
     from selenium.webdriver.common.by import By
 

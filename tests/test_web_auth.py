@@ -575,3 +575,15 @@ def test_with_metrics_listen_metrics_are_served_there_only(tmp_path, stored):
     assert page_metrics[0] == 404 and metrics_login[0] == 404
     assert metrics[0] == 200 and "fastban_up 0.0" in metrics[1]      # no guard on that socket
     assert page_login[0] == 200
+
+
+def test_the_host_headers_a_listener_answers():
+    from fastban.web.app import host_headers
+
+    assert host_headers("127.0.0.1:8480") == {"127.0.0.1:8480", "localhost:8480"}
+    assert host_headers("[::1]:8480") == {"[::1]:8480", "localhost:8480"}
+    assert host_headers("192.0.2.10:443", ("pbx.example.com",), tls=True) == {
+        "192.0.2.10:443", "pbx.example.com:443", "192.0.2.10", "pbx.example.com"}
+    assert "192.0.2.10" not in host_headers("192.0.2.10:443")     # plain HTTP's port is 80
+    assert settings_from_values({"web_server_names": "PBX.example.com."}).web_server_names == \
+        ("pbx.example.com",)

@@ -5,6 +5,8 @@ and ban path; it reaches the guard over the control socket, so the kernel keeps 
 
 Security, in the order a request meets it:
   * it listens on loopback unless TLS and a password are both set (`check_listen`);
+  * it answers only the Host names it is reached by (its address, localhost on loopback,
+    web_server_names): a page on another site that rebinds its name to 127.0.0.1 gets 421;
   * every response forbids framing and foreign scripts (Content-Security-Policy);
   * a POST from another origin is refused; every POST but the login carries the session's
     CSRF token (header X-CSRF-Token, or the form field csrf); the login form carries a token
@@ -91,6 +93,18 @@ def tls_context(settings) -> ssl.SSLContext | None:
         raise WebError(f"web_tls_cert/web_tls_key: cannot load {settings.web_tls_cert} and "
                        f"{settings.web_tls_key}: {error}") from None
     return context
+
+
+def host_headers(listen: str, names=(), tls: bool = False) -> frozenset:
+    """The Host headers a request to this listener may carry: its address, localhost on
+    loopback, and the configured names; anything else is a DNS-rebinding page's request."""
+    address, port = parse_listen(listen)
+    hosts = {f"[{address}]" if ":" in address else address, *names}
+    if ipaddress.ip_address(address).is_loopback:
+        hosts.add("localhost")
+    default_port = 443 if tls else 80
+    return frozenset({f"{host}:{port}" for host in hosts} |
+                     (hosts if port == default_port else set()))
 
 
 def client_address(request: web.Request) -> str:
@@ -322,7 +336,14 @@ def _same_origin(request: web.Request) -> bool:
     return origin is None or origin == f"{request.scheme}://{request.host}"
 
 
-def _middlewares(page: Page):
+def _middlewares(page: Page, hosts: frozenset | None):
+    @web.middleware
+    async def known_host(request, handler):
+        if hosts is not None and request.host.lower() not in hosts:
+            return web.Response(status=421, text="this server is not reached by that name "
+                                "(add it to web_server_names)\n")
+        return await handler(request)
+
     @web.middleware
     async def headers(request, handler):
         try:
@@ -355,14 +376,15 @@ def _middlewares(page: Page):
         elif request.path.startswith("/api/") and page.session(request) is None:
             return web.json_response({"error": "log in first"}, status=401)
         return await handler(request)
-    return [headers, guard_changes]
+    return [known_host, headers, guard_changes]
 
 
 def make_app(page: Page, *, with_page: bool = True, with_metrics: bool = True,
-             metrics_open: bool = False) -> web.Application:
+             metrics_open: bool = False, hosts: frozenset | None = None) -> web.Application:
     """The page's application, with /metrics or without; with_page False: /metrics alone
-    (metrics_listen). metrics_open: /metrics asks for no password."""
-    app = web.Application(middlewares=_middlewares(page), client_max_size=MAX_BODY)
+    (metrics_listen). metrics_open: /metrics asks for no password. hosts: the Host headers
+    it answers (host_headers); None: any."""
+    app = web.Application(middlewares=_middlewares(page, hosts), client_max_size=MAX_BODY)
     if with_metrics:
         app.router.add_get("/metrics", functools.partial(page.metrics, open_=metrics_open))
     if with_page:
@@ -387,10 +409,14 @@ async def serve(settings, stop: asyncio.Event) -> None:
     metrics_listen = settings.metrics_listen or settings.web_listen
     metrics_open = not settings.metrics_auth and is_loopback(metrics_listen)
     runners = []
+    names, tls = settings.web_server_names, context is not None
     listeners = [(make_app(page, with_metrics=not settings.metrics_listen,
-                           metrics_open=metrics_open), settings.web_listen, context)]
+                           metrics_open=metrics_open,
+                           hosts=host_headers(settings.web_listen, names, tls)),
+                  settings.web_listen, context)]
     if settings.metrics_listen:
-        listeners.append((make_app(page, with_page=False, metrics_open=metrics_open),
+        listeners.append((make_app(page, with_page=False, metrics_open=metrics_open,
+                                   hosts=host_headers(settings.metrics_listen, names, tls)),
                           settings.metrics_listen, context))
     try:
         for app, listen, tls in listeners:
