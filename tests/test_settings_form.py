@@ -192,17 +192,39 @@ def test_a_failed_write_leaves_the_original_and_no_temporary_file(tmp_path, monk
     assert os.listdir(tmp_path) == ["fastban.toml"]
 
 
+WRITE_INTO = """
+import sys
+from fastban.web.settings_form import write_atomically
+try:
+    write_atomically(sys.argv[1], "maxretry = 3\\n")
+except OSError as error:
+    print(error.errno)
+"""
+
+
 def test_a_folder_that_cannot_be_written_leaves_the_original(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root writes into any folder")
+    """Root writes into any folder, so as root the folder is a read-only bind mount (in a
+    mount namespace of its own); otherwise its mode forbids writing."""
+    import errno
+    import subprocess
+    import sys
+
     path = tmp_path / "fastban.toml"
     path.write_text(SHIPPED)
-    os.chmod(tmp_path, 0o555)
-    try:
-        with pytest.raises(OSError):
-            write_atomically(path, "maxretry = 3\n")
-    finally:
-        os.chmod(tmp_path, 0o755)
+    if os.geteuid() == 0:
+        script = (f'mount --bind "{tmp_path}" "{tmp_path}" && '
+                  f'mount -o remount,bind,ro "{tmp_path}" && '
+                  f'exec "{sys.executable}" -c "$0" "{path}"')
+        result = subprocess.run(["unshare", "--mount", "sh", "-c", script, WRITE_INTO],
+                                capture_output=True, text=True, timeout=60)
+        assert result.stdout.strip() == str(errno.EROFS), result.stderr
+    else:
+        os.chmod(tmp_path, 0o555)
+        try:
+            with pytest.raises(OSError):
+                write_atomically(path, "maxretry = 3\n")
+        finally:
+            os.chmod(tmp_path, 0o755)
     assert path.read_text() == SHIPPED
     assert os.listdir(tmp_path) == ["fastban.toml"]
 
