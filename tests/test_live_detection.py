@@ -79,10 +79,13 @@ def bans_of(rows):
 def assert_agree(live: dict, live_bans: list, replayed: dict):
     """The live guard and the replay of its traffic decided the same."""
     summary, rules = replayed["summary"], replayed["rules"]
+    capture = {key: live[key] for key in ("events_lost", "packets_captured", "captured_unsure",
+                                          "captured_by_reason", "fragments", "truncated",
+                                          "requests_parsed", "responses_parsed")}
     assert (live["failures_counted"], live["failures_proven"], live["logins"],
             live["unproven_of_trusted"]) == \
         (summary["failures"], summary["failures_proven"], summary["logins"],
-         rules["unproven_of_trusted"])
+         rules["unproven_of_trusted"]), (capture, rules)
     assert live["challenges_seen"] == rules["challenges"]
     assert bans_of(live_bans) == sorted(
         (ban["network"], ban["failures"], ban["reason"].split(": ", 1)[1])
