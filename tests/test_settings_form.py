@@ -9,8 +9,9 @@ from importlib.resources import files
 import pytest
 
 from fastban import config
-from fastban.web import settings_form
-from fastban.web.settings_form import FormResult, check_form, page_values, write_atomically
+from fastban.web import files as web_files
+from fastban.web.files import write_atomically
+from fastban.web.settings_form import FormResult, check_form, page_values
 
 SHIPPED_PATH = files("fastban") / "data" / "fastban.toml"
 SHIPPED = SHIPPED_PATH.read_text(encoding="utf-8")
@@ -185,7 +186,7 @@ def test_a_failed_write_leaves_the_original_and_no_temporary_file(tmp_path, monk
     def failing_fsync(descriptor):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(settings_form.os, "fsync", failing_fsync)
+    monkeypatch.setattr(web_files.os, "fsync", failing_fsync)
     with pytest.raises(OSError):
         write_atomically(path, "maxretry = 3\n")
     assert path.read_text() == SHIPPED
@@ -194,7 +195,7 @@ def test_a_failed_write_leaves_the_original_and_no_temporary_file(tmp_path, monk
 
 WRITE_INTO = """
 import sys
-from fastban.web.settings_form import write_atomically
+from fastban.web.files import write_atomically
 try:
     write_atomically(sys.argv[1], "maxretry = 3\\n")
 except OSError as error:

@@ -42,7 +42,8 @@ from fastban.web import passwords
 from fastban.web.guard_link import GuardLink, GuardUnavailable
 from fastban.web.metrics import registry_for, render
 from fastban.web.sessions import Sessions
-from fastban.web.settings_form import check_form, page_values, write_atomically
+from fastban.web.files import write_atomically
+from fastban.web.settings_form import check_form, page_values
 
 log = logging.getLogger("fastban.web")
 

@@ -12,6 +12,8 @@ import hmac
 import os
 import secrets
 
+from fastban.web.files import write_atomically
+
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1     # 32 MiB and about 0.1 s per try
 KEY_BYTES, SALT_BYTES = 32, 16
 MIN_LENGTH = 10
@@ -74,20 +76,5 @@ def read_hash(path: str) -> str:
 
 def write_hash(path: str, stored: str) -> None:
     """Writes the hash root-only, atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)         # a leftover temporary file keeps its own mode otherwise
-        with open(fd, "w", encoding="ascii") as out:
-            out.write(stored + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    write_atomically(path, stored + "\n", mode=0o600)

@@ -2,15 +2,13 @@
 
 ``page_values`` fills the form from the settings; ``check_form`` checks what the browser
 sent with fastban.config's own rules and makes the new settings file text, changing only
-the page's keys and keeping every comment and other line as it was; ``write_atomically``
-puts that text in place.  ``check_form`` is pure: the caller reads and writes the file.
+the page's keys and keeping every comment and other line as it was
+(``fastban.web.files.write_atomically`` puts it in place).  Pure: the caller reads and writes
+the file.
 """
 
 from __future__ import annotations
 
-import os
-import stat
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 
@@ -109,48 +107,3 @@ def check_form(submitted: dict, current_text: str) -> FormResult:
     if errors:
         return FormResult(None, errors)
     return FormResult(text, {}, {name: getattr(settings, name) for name in PAGE_FIELDS})
-
-
-def write_atomically(path, text: str) -> None:
-    """Replace the file at ``path`` by ``text`` all at once: a temporary file in the same
-    folder, synced, with the original's permission bits (and owner, as root), then renamed
-    over it.  On error the original is untouched and the temporary file removed."""
-    path = os.fspath(path)
-    folder, name = os.path.split(os.path.abspath(path))
-    data = text.encode("utf-8")
-    try:
-        original = os.stat(path)
-    except FileNotFoundError:
-        original = None  # a new file keeps mkstemp's 0600
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(descriptor, "wb") as f:
-            f.write(data)
-            f.flush()
-            if original is not None:
-                os.fchmod(f.fileno(), stat.S_IMODE(original.st_mode))
-                if os.geteuid() == 0:
-                    os.fchown(f.fileno(), original.st_uid, original.st_gid)
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    _sync_folder(folder)
-
-
-def _sync_folder(folder: str) -> None:
-    """Make the rename itself durable, where the file system can (the file is in place)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
