@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -78,6 +79,17 @@ class GuardProcess:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def restore_settings(self, text: bytes, timeout: float = 20) -> None:
+        """Writes the settings file back and has the guard reload it, as SIGHUP does."""
+        reloads = self.log().count("settings reloaded")
+        self.config.write_bytes(text)
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.log().count("settings reloaded") <= reloads:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the guard did not reload its settings within {timeout} s")
+            time.sleep(0.1)
 
     def detach(self) -> None:
         """Stops the guard and removes its programs and pins, even if its settings are broken."""
