@@ -20,6 +20,7 @@ from collections import Counter, deque
 from typing import Callable
 
 from fastban import sip, state
+from fastban.banlist import FOUND_IN_MAP, ban_rows, iter_ban_rows, kernel_bans
 from fastban.clock import expiry_to_monotonic_ns, expiry_to_wall, iso
 from fastban.dataplane import BanTableFull
 from fastban.decisions import ORIGIN_HAND, ORIGIN_KERNEL_MAP, ORIGIN_SIP, ORIGIN_WEB_LOGIN
@@ -44,12 +45,12 @@ JOURNAL_MIN = 1000
 # Bans lifted per tick at most, so that a wave of expiries never stalls the capture; the
 # kernel already ignores a lapsed ban, so lifting the rest a tick later changes no verdict.
 EXPIRE_BATCH = 10_000
-# A tick turns challenges unanswered this long before now into failures: captured packets
-# still in the perf buffer are older than now, and their answers must be read first.
+# A tick turns challenges unanswered this long before the last read of the perf buffer into
+# failures: a packet is in the buffer before the kernel wakes its reader, and the CPUs' rings
+# are read one after another.
 EXPIRE_LAG = 1.0
 # Captured responses lost (the guard fell behind the perf buffer) are logged at most this often.
 LOSS_REPORT_INTERVAL = 10.0
-FOUND_IN_MAP = "found in the kernel map"
 # The page's chart: failures, bans and dropped packets sampled this often, for an hour.
 SAMPLE_INTERVAL = 10.0
 SAMPLES_KEPT = 360
@@ -184,10 +185,16 @@ class Guard:
             self.counts["challenges_marked"] += 1
         self.detector.unread_challenges.clear()
 
-    def tick(self) -> list[BanRecord]:
-        """Unanswered challenges become failures, expired bans are lifted, state is saved."""
+    def tick(self, read_until: float | None = None) -> list[BanRecord]:
+        """Unanswered challenges become failures, expired bans are lifted, state is saved.
+
+        ``read_until``: the wall time before which every captured packet has been handled (when
+        the last poll of the perf buffer began). Challenges are expired only up to then, so an
+        answer still in the buffer, because the guard was held up between the poll and this
+        tick, is read before its challenge is called unanswered."""
         now = self.wall()
-        new_bans = [record for verdict in self.detector.expire(now - EXPIRE_LAG)
+        horizon = now if read_until is None else min(now, read_until)
+        new_bans = [record for verdict in self.detector.expire(horizon - EXPIRE_LAG)
                     if (record := self.ban_decided(verdict))]
         if len(self.state.trusted) > 2 * self.settings.max_sources:   # lapsed trust
             self.state.trusted = {network: until for network, until in self.state.trusted.items()
@@ -411,6 +418,7 @@ class Guard:
             "whitelisted": counters.get("whitelisted", 0),
             "ban_latency": self.ban_latency.to_wire(),
             "parser": sip.IMPLEMENTATION,
+            "rule_counts": dict(rules),        # what `fastban replay` reports as "rules"
         }
 
 
@@ -421,38 +429,6 @@ def _ktime(packet) -> int:
 def _banned_at(record: BanRecord) -> float:
     return record.banned_at
 
-
-
-def kernel_bans(dataplane) -> dict:
-    """The bans in the kernel maps by network (an exact address as its /32 or /128)."""
-    return {ipaddress.ip_network(ban.target): ban for ban in dataplane.bans()}
-
-
-def ban_rows(bans: dict, records: dict, now: float, mono_now: int) -> list[dict]:
-    """One row per ban in the kernel map, joined with its record: the list of blocked addresses."""
-    return list(iter_ban_rows(bans, records, now, mono_now))
-
-
-def iter_ban_rows(bans: dict, records: dict, now: float, mono_now: int, order=None):
-    """The rows of the bans in the kernel maps, by address (or in the order given)."""
-    if order is None:
-        order = sorted(bans, key=lambda network: (network.version, network))
-    for target in order:
-        ban, record = bans.get(target), records.get(target)
-        if ban is None:
-            continue
-        expires_at = expiry_to_wall(ban.expires_ns, now, mono_now)
-        yield {
-            "target": str(target),
-            "reason": record.reason if record else FOUND_IN_MAP,
-            "origin": record.origin if record else ORIGIN_KERNEL_MAP,
-            "failure_class": record.failure_class if record else "",
-            "failures": record.failures if record else 0,
-            "banned_at": record.banned_at if record else None,
-            "expires_at": expires_at,
-            "time_left": None if expires_at == 0 else max(0.0, round(expires_at - now, 3)),
-            "packets_dropped": ban.hits,
-        }
 
 
 def _duration(record: BanRecord) -> str:

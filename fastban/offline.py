@@ -16,7 +16,7 @@ from fastban import state
 from fastban.clock import expiry_to_monotonic_ns
 from fastban.dataplane import DataPlane, DataPlaneError
 from fastban.decisions import ORIGIN_HAND
-from fastban.guard import ban_rows, kernel_bans
+from fastban.banlist import ban_rows, kernel_bans
 from fastban.handbans import hand_ban, hand_reason
 from fastban.state import BanRecord
 

@@ -114,13 +114,14 @@ class Service:
         next_tick = 0.0
         try:
             while not self._stop.is_set():
+                read_until = self.guard.wall()
                 self.dataplane.poll(POLL_MS)
                 with self.lock:
                     if self.pending:             # filled by poll(), on this thread
                         self.guard.handle_packets(self.pending)
                         self.pending.clear()
                     if time.monotonic() >= next_tick:
-                        self.guard.tick()
+                        self.guard.tick(read_until)
                         next_tick = time.monotonic() + TICK_SECONDS
                 if self._reload.is_set():
                     self._reload.clear()

@@ -7,7 +7,8 @@ import pytest
 
 from fastban import guard as guard_module
 from fastban.config import load_settings
-from fastban.guard import FOUND_IN_MAP, Guard, GuardError
+from fastban.banlist import FOUND_IN_MAP
+from fastban.guard import Guard, GuardError
 from fastban.lab import netns
 from traces import sip_response
 
@@ -120,6 +121,53 @@ def test_unanswered_challenges_ban_through_tick(dataplane, settings_for):
     clock[0] += 6
     [record] = guard.tick()
     assert "unanswered 401" in record.reason
+
+
+def _login_with_a_late_tick(dataplane, settings, office, tell_the_poll_time: bool):
+    """A 401, credentials, then a poll begins at 1002.0 and the 200 OK is captured at 1002.5;
+    the guard is held up (a long batch, a busy CPU) and ticks at 1006.0, before it reads the
+    answer still in the perf buffer. Returns the guard."""
+    import dataclasses
+
+    from fastban.dataplane import CapturedPacket
+    from traces import sip_request
+    clock, mono = [1000.0], [5_000_000_000]           # the kernel's clock 5 s = wall 1000
+    guard = Guard(settings, dataplane, wall=lambda: clock[0], monotonic_ns=lambda: mono[0])
+
+    def at(seconds, packet):
+        return dataclasses.replace(packet, ktime_ns=int((seconds - 995.0) * 1e9))
+    login = sip_request("REGISTER", call_id="late", branch="z9hG4bKb", via_host=str(office),
+                        auth=True)
+    guard.handle_packets([
+        at(1000.0, captured(office, sip_response(401, call_id="late", branch="z9hG4bKa",
+                                                 via_host=str(office)), 401)),
+        at(1000.1, CapturedPacket(office, ipaddress.ip_address("10.240.0.1"), 5060, 5060, "udp",
+                                  0, login, 0, kind="request", payload_len=len(login)))])
+    answer = at(1002.5, captured(office, sip_response(200, call_id="late", branch="z9hG4bKb",
+                                                      via_host=str(office)), 200))
+    clock[0], mono[0] = 1006.0, 11_000_000_000
+    assert guard.tick(1002.0 if tell_the_poll_time else None) == []
+    guard.handle_packets([answer])
+    return guard
+
+
+def test_an_answer_still_in_the_perf_buffer_at_a_late_tick_is_still_a_login(dataplane,
+                                                                             settings_for):
+    """The service tells the tick when its last poll began: challenges are expired only up to
+    then, so the answer is read first. A login, not an unanswered 401."""
+    office = ipaddress.ip_address("10.240.0.51")
+    guard = _login_with_a_late_tick(dataplane, settings_for(challenge_grace=4), office, True)
+    stats = guard.stats()
+    assert stats["logins"] == 1 and stats["failures_counted"] == 0
+    assert stats["rule_counts"]["failures_unanswered_challenge"] == 0
+    assert guard.rules.is_trusted(office, 1006.0)
+    # By the wall clock alone, the same tick calls the challenge unanswered and the answer
+    # comes too late to be a login: what the live guard did before, and the replay never does.
+    guard = _login_with_a_late_tick(dataplane, settings_for(challenge_grace=4, maxretry=5),
+                                    ipaddress.ip_address("10.240.0.52"), False)
+    stats = guard.stats()
+    assert stats["logins"] == 0 and stats["failures_counted"] == 1
+    assert stats["rule_counts"]["failures_unanswered_challenge"] == 1
 
 
 def test_bans_survive_a_restart_and_a_lost_state_file(dataplane, settings_for, tmp_path):

@@ -82,10 +82,12 @@ def assert_agree(live: dict, live_bans: list, replayed: dict):
     capture = {key: live[key] for key in ("events_lost", "packets_captured", "captured_unsure",
                                           "captured_by_reason", "fragments", "truncated",
                                           "requests_parsed", "responses_parsed")}
+    differ = {key: (value, rules.get(key)) for key, value in live["rule_counts"].items()
+              if value != rules.get(key)}            # (live, replayed)
     assert (live["failures_counted"], live["failures_proven"], live["logins"],
             live["unproven_of_trusted"]) == \
         (summary["failures"], summary["failures_proven"], summary["logins"],
-         rules["unproven_of_trusted"]), (capture, rules)
+         rules["unproven_of_trusted"]), (capture, differ)
     assert live["challenges_seen"] == rules["challenges"]
     assert bans_of(live_bans) == sorted(
         (ban["network"], ban["failures"], ban["reason"].split(": ", 1)[1])
