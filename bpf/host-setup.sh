@@ -19,6 +19,7 @@ packages=(
     iproute2 iputils-ping ethtool tcpdump nftables ipset iptables
     kamailio sip-tester sipvicious
     chromium chromium-driver prometheus
+    redis-server
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -34,9 +35,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-# The kamailio and prometheus packages start servers on the host's ports 5060 and 9090; the
-# lab and the tests run their own.
-for service in kamailio prometheus; do
+# The kamailio, prometheus and redis-server packages start servers on the host's ports 5060,
+# 9090 and 6379; the lab and the tests run their own.
+for service in kamailio prometheus redis-server; do
     if command -v systemctl >/dev/null && systemctl is-active -q "$service" 2>/dev/null; then
         systemctl stop "$service" >/dev/null 2>&1 && systemctl disable "$service" >/dev/null 2>&1
     fi
