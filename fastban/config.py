@@ -21,6 +21,7 @@ import ipaddress
 import json
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -74,6 +75,12 @@ class Settings:
     web_server_names: tuple = ()   # host names the page is reached by, besides its address
     metrics_listen: str = ""       # empty: /metrics on the web listener
     metrics_auth: bool = False     # /metrics behind the page's password (HTTP basic auth)
+    # a fleet of edges sharing bans through Redis (fastban.fleet); empty: this edge alone
+    fleet_redis: str = ""          # redis://, rediss:// or unix:// URL, with user and password
+    fleet_name: str = "default"    # several fleets may share one Redis
+    edge_name: str = ""            # empty: the host's name
+    fleet_counting: bool = False   # failures seen by all the edges count toward maxretry
+    fleet_min_prefix: tuple = (24, 48)   # the broadest fleet ban: IPv4, IPv6 prefix lengths
 
     @property
     def effective_ban_ports(self) -> tuple:
@@ -260,6 +267,50 @@ def _listen(allow_empty):
     return check
 
 
+def _redis_url(name, raw):
+    what = 'a redis://, rediss:// or unix:// URL (e.g. "redis://edge-a:secret@10.0.0.5:6379/0")'
+    if raw == "":
+        return raw
+    if not isinstance(raw, str) or any(c.isspace() for c in raw):
+        _fail(name, what, raw)
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss", "unix") or \
+            (parts.scheme == "unix" and not parts.path) or \
+            (parts.scheme != "unix" and not parts.hostname):
+        raise ConfigError(f"{name}: must be {what}")
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError(f"{name}: must be {what}") from None
+    return raw
+
+
+def _label(name, raw):
+    if not isinstance(raw, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", raw):
+        _fail(name, "letters, digits, '.', '_' or '-' (up to 63, the first a letter or digit)",
+              raw)
+    return raw
+
+
+def _optional_label(name, raw):
+    return raw if raw == "" else _label(name, raw)
+
+
+def _prefixes(name, raw):
+    what = "the IPv4 and the IPv6 prefix length, e.g. [24, 48]"
+    items = _items(name, raw, what) if not isinstance(raw, int) else [raw]
+    if len(items) != 2:
+        _fail(name, what, raw)
+    values = []
+    for item, top in zip(items, (32, 128)):
+        if isinstance(item, str) and item.strip().lstrip("/").isdigit():
+            item = int(item.strip().lstrip("/"))
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= top:
+            _fail(name, what, raw)
+        values.append(item)
+    return tuple(values)
+
+
 VALIDATORS = {
     "maxretry": _int(1),
     "findtime": _int(1),
@@ -290,6 +341,11 @@ VALIDATORS = {
     "web_server_names": _host_names,
     "metrics_listen": _listen(allow_empty=True),
     "metrics_auth": _bool,
+    "fleet_redis": _redis_url,
+    "fleet_name": _label,
+    "edge_name": _optional_label,
+    "fleet_counting": _bool,
+    "fleet_min_prefix": _prefixes,
 }
 assert set(VALIDATORS) == set(KEYS)
 

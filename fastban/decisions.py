@@ -34,7 +34,9 @@ ORIGIN_SIP = "sip"                  # failed SIP logins read off the wire
 ORIGIN_WEB_LOGIN = "web login"      # wrong passwords on the web page
 ORIGIN_HAND = "hand"                # `fastban ban` or the page's form
 ORIGIN_KERNEL_MAP = "kernel map"    # found in the pinned map with no record of it
-ORIGINS = (ORIGIN_SIP, ORIGIN_WEB_LOGIN, ORIGIN_HAND, ORIGIN_KERNEL_MAP)
+ORIGIN_FLEET_COUNT = "fleet count"  # failures seen by several edges of the fleet, together
+ORIGINS = (ORIGIN_SIP, ORIGIN_WEB_LOGIN, ORIGIN_HAND, ORIGIN_KERNEL_MAP, ORIGIN_FLEET_COUNT)
+# A ban from another edge of the fleet has the origin "fleet <edge>" (fastban.fleet.edge).
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,15 @@ class Detector:
         self.rules.forget(network.network_address)
         self._banned.pop(self.rules.source_key(network.network_address), None)
 
+    def banned_elsewhere(self, network, decided_at: float) -> int:
+        """A ban the fleet's edges decided together: counted in the history (its bantime
+        escalates like ours), the source's failures here start afresh; returns the bantime."""
+        previous = self.history.record(network)
+        bantime = self.settings.bantime_for(previous)
+        self.rules.forget(network.network_address)
+        self._banned[self.rules.source_key(network.network_address)] = decided_at + bantime
+        return bantime
+
     def ban_by_hand(self, network) -> int:
         """Counts a hand ban in the history; returns the bans before it."""
         return self.history.record(network)

@@ -23,7 +23,8 @@ from fastban import sip, state
 from fastban.banlist import FOUND_IN_MAP, ban_rows, iter_ban_rows, kernel_bans
 from fastban.clock import expiry_to_monotonic_ns, expiry_to_wall, iso
 from fastban.dataplane import BanTableFull
-from fastban.decisions import ORIGIN_HAND, ORIGIN_KERNEL_MAP, ORIGIN_SIP, ORIGIN_WEB_LOGIN
+from fastban.decisions import (ORIGIN_FLEET_COUNT, ORIGIN_HAND, ORIGIN_KERNEL_MAP, ORIGIN_SIP,
+                               ORIGIN_WEB_LOGIN, describe_failures)
 from fastban.detection import BanHistory, Detector, Verdict
 from fastban.handbans import GuardError, as_network, hand_ban, hand_reason
 from fastban.histogram import Histogram
@@ -67,6 +68,8 @@ class Guard:
         self.bans_by_origin: Counter = Counter()
         self.ban_latency = Histogram()        # seconds from the response on the wire to the map
         self.samples: deque = deque(maxlen=SAMPLES_KEPT)   # (wall time, failures, bans, dropped)
+        # Told of each ban and unban made here (not of those adopted): the fleet's publisher.
+        self.on_change: Callable[[str, object], None] | None = None
         self._sampled_at = 0.0
         self.settings = settings
         self.state, warning = state.load(settings.state_file, now=wall())
@@ -97,7 +100,9 @@ class Guard:
         """Takes new settings (SIGHUP). Failures counted so far are kept unless the IPv6 ban
         prefix or a cap changed."""
         self.settings = settings
+        counted = self.rules.counted
         kept = self.detector.reconfigure(settings)
+        self.rules.counted = counted            # new rules still count for the fleet
         if not kept:
             self._restore_trust()
         self._apply_settings()
@@ -175,7 +180,30 @@ class Guard:
             self._mark_unread_challenges(offset)
         if self.rules.trust_reports:
             self._save_trust()
+        if self.rules.counted:
+            self._share_failures()
         return new_bans
+
+    def _share_failures(self) -> None:
+        """The failures counted since the last call, to the fleet (fleet_counting)."""
+        counted = self.rules.counted
+        if self.on_change is not None:
+            self.on_change("failures", list(counted))
+        counted.clear()
+
+    def fleet_counted(self, network, failures: list, edges: list) -> BanRecord | None:
+        """The edges of the fleet together saw maxretry failures of ``network`` within findtime:
+        ``failures`` as (time, kind), from ``edges``. Banned here (and so published) unless a
+        ban covers it already."""
+        if self.banned(network.network_address):
+            return None
+        now = self.wall()
+        reason, _, proven = describe_failures(failures, now)
+        failure_class = "proven" if proven == len(failures) else "unproven" if not proven \
+            else "mixed"
+        bantime = self.detector.banned_elsewhere(network, now)
+        return self._ban(network, bantime, f"{reason} on edges {', '.join(edges)}",
+                         len(failures), ORIGIN_FLEET_COUNT, failure_class)
 
     def _mark_unread_challenges(self, offset: float) -> None:
         """Challenges the kernel could not read (later messages of a TCP segment) are marked in
@@ -196,6 +224,8 @@ class Guard:
         horizon = now if read_until is None else min(now, read_until)
         new_bans = [record for verdict in self.detector.expire(horizon - EXPIRE_LAG)
                     if (record := self.ban_decided(verdict))]
+        if self.rules.counted:
+            self._share_failures()
         if len(self.state.trusted) > 2 * self.settings.max_sources:   # lapsed trust
             self.state.trusted = {network: until for network, until in self.state.trusted.items()
                                   if until > now}
@@ -266,6 +296,8 @@ class Guard:
         verdict = self.detector.web_login_failed(self.wall(), address)
         if verdict is not None:
             self.ban_decided(verdict, ORIGIN_WEB_LOGIN)
+        if self.rules.counted:
+            self._share_failures()
         return {"banned": self.banned(address), "failures": self.rules.failures_of(address)}
 
     def banned(self, address) -> bool:
@@ -293,7 +325,28 @@ class Guard:
         self.bans_by_origin[origin] += 1
         self._dirty = True
         log.info("ban %s for %s: %s", target, _duration(record), reason)
+        if self.on_change is not None:
+            self.on_change("ban", record)
         return record
+
+    def adopt(self, record: BanRecord) -> bool:
+        """A ban made elsewhere (another edge of the fleet), kept as it is given: enforced
+        with its own expiry, unless a ban here lasts as long already. Returns whether it was
+        enforced."""
+        held = self.state.bans.get(record.target)
+        if held is not None and (held.expires_at == 0 or
+                                 0 != record.expires_at <= held.expires_at):
+            return False
+        if not self._enforce(record, self.wall(), self.monotonic_ns()):
+            return False
+        self.state.bans[record.target] = record
+        self._peak_bans = max(self._peak_bans, len(self.state.bans))
+        self._schedule(record)
+        self._changes.append(state.ban_change(record, self.detector.history.count(record.target)))
+        self.counts["bans_total"] += 1
+        self.bans_by_origin[record.origin] += 1
+        self._dirty = True
+        return True
 
     def _schedule(self, record: BanRecord) -> None:
         if record.expires_at:
@@ -310,7 +363,9 @@ class Guard:
             return False
         return True
 
-    def unban(self, target) -> bool:
+    def unban(self, target, why: str = "by hand") -> bool:
+        """Lifts a ban by hand (the fleet is told), or for ``why`` (an edge of the fleet
+        lifted it: the fleet is not told again)."""
         network = as_network(target)
         known = self.state.bans.pop(network, None) is not None
         removed = self.dataplane.unban(network) or known
@@ -319,7 +374,9 @@ class Guard:
             self.counts["unbans_total"] += 1
             self._changes.append(state.unban_change(network))
             self._dirty = True
-            log.info("unban %s: by hand", network)
+            log.info("unban %s: %s", network, why)
+        if self.on_change is not None and why == "by hand":
+            self.on_change("unban", network)
         return removed
 
     def unban_all(self) -> int:

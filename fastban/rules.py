@@ -212,6 +212,8 @@ class FailureRules:
         self._open = 0       # open challenges among _calls
         self._pending = []   # ban decisions caused by evictions, returned by expire()
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
+        # Each failure counted, (time, network, kind), for the fleet to count too; None: off.
+        self.counted: list | None = None
         self.reconfigure(settings or RuleSettings())
 
     def reconfigure(self, settings: RuleSettings) -> None:
@@ -342,6 +344,8 @@ class FailureRules:
         else:
             sources.move_to_end(key)
         history.append((now, kind))
+        if self.counted is not None:
+            self.counted.append((now, self._network(key), kind))
         horizon = now - self._findtime
         if history[0][0] < horizon:
             history[:] = [f for f in history if f[0] >= horizon]

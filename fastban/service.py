@@ -20,6 +20,7 @@ import time
 from fastban import control
 from fastban.config import load_settings
 from fastban.dataplane import DataPlane
+from fastban.fleet.edge import start_fleet
 from fastban.guard import Guard, GuardError
 
 log = logging.getLogger("fastban")
@@ -63,6 +64,7 @@ class Service:
         self.server = control.Server(settings.control_socket, self.answer, self.lock)
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self.fleet = None
 
     def answer(self, request: dict):
         """One control request, with the lock held (fastban.control.Server)."""
@@ -74,7 +76,10 @@ class Service:
                     raise control.ControlError("newest: a whole number of bans ≥ 1")
                 return control.Stream(self.guard.listing_later(newest))
             if op == "stats":
-                return {**self.guard.stats(), "iface": self.iface, "xdp_mode": self.mode}
+                figures = {**self.guard.stats(), "iface": self.iface, "xdp_mode": self.mode}
+                if self.fleet is not None:
+                    figures["fleet"] = self.fleet.stats()
+                return figures
             if op == "ban":
                 record = self.guard.ban(request["target"], request.get("duration"),
                                         request.get("reason"))
@@ -106,6 +111,7 @@ class Service:
             signal.signal(signum, lambda *_: self._stop.set())
         signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
         self.server.start()
+        self.fleet = start_fleet(self.settings, self.guard, self.lock)
         tune_gc()
         s = self.settings
         log.info("guarding %s (XDP %s): ban after %d failures within %d s for %d s; "
@@ -142,11 +148,17 @@ class Service:
             if raise_errors:
                 raise control.ControlError(f"reload refused: {error}") from None
             return
+        fleet = ("fleet_redis", "fleet_name", "edge_name", "fleet_min_prefix",
+                 "fleet_counting")
+        if any(getattr(settings, key) != getattr(self.settings, key) for key in fleet):
+            log.warning("the fleet settings changed: they apply when fastban run restarts")
         self.guard.reload(settings)
         self.settings = settings
 
     def shutdown(self) -> None:
         self.server.stop()
+        if self.fleet is not None:
+            self.fleet.stop()
         with self.lock:
             self.guard.save()
         if self.detach_on_exit:

@@ -117,12 +117,34 @@ def test_ban_ports(tmp_path):
     ("metrics_listen", "[::1]", "metrics_listen: must be an IP address and port"),
     ("metrics_auth", "sometimes", 'metrics_auth: must be true or false, got "sometimes"'),
     ("web_server_names", "pbx.example.com bad_name", "web_server_names: must be host names"),
+    ("fleet_redis", "http://10.0.0.5:6379", "fleet_redis: must be a redis://, rediss:// or "
+                                            "unix:// URL"),
+    ("fleet_redis", "redis://", "fleet_redis: must be a redis://"),
+    ("fleet_redis", "redis://h:99999", "fleet_redis: must be a redis://"),
+    ("fleet_redis", "unix://", "fleet_redis: must be a redis://"),
+    ("fleet_name", "a b", 'fleet_name: must be letters, digits'),
+    ("fleet_name", "", 'fleet_name: must be letters, digits'),
+    ("edge_name", "edge:a", 'edge_name: must be letters, digits'),
+    ("fleet_counting", "often", 'fleet_counting: must be true or false, got "often"'),
+    ("fleet_min_prefix", [24], "fleet_min_prefix: must be the IPv4 and the IPv6 prefix length"),
+    ("fleet_min_prefix", [33, 48], "fleet_min_prefix: must be the IPv4 and the IPv6 prefix"),
+    ("fleet_min_prefix", [24, True], "fleet_min_prefix: must be the IPv4 and the IPv6 prefix"),
     ("colour", "blue", "colour: unknown setting"),
 ])
 def test_every_setting_is_validated(key, value, message):
     with pytest.raises(ConfigError) as e:
         load_settings(overrides={key: value})
     assert str(e.value).startswith(message)
+
+
+def test_fleet_settings():
+    assert DEFAULTS.fleet_redis == "" and DEFAULTS.fleet_min_prefix == (24, 48)
+    s = load_settings(overrides={"fleet_redis": "rediss://edge-a:s3cret@redis.example:6380/2",
+                                 "fleet_name": "pbx-eu", "edge_name": "edge-a",
+                                 "fleet_min_prefix": "/16 /32"})
+    assert (s.fleet_name, s.edge_name, s.fleet_min_prefix) == ("pbx-eu", "edge-a", (16, 32))
+    for url in ("unix:///run/redis/redis.sock?db=1", "redis://[::1]:6379"):
+        assert load_settings(overrides={"fleet_redis": url}).fleet_redis == url
 
 
 def test_every_key_has_a_validation_case():
