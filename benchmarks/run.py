@@ -24,9 +24,9 @@ import time
 from benchmarks.common import HERE, RESULTS, ROOT, log, machine, save_json, sweep_pins
 
 PARTS = ("xdp_cost", "drop_rig", "time_to_ban", "parser", "controller_rate", "scale",
-         "capture_cost")
+         "capture_cost", "fleet")
 TIMEOUTS = {"xdp_cost": 300, "drop_rig": 900, "time_to_ban": 600, "parser": 600,
-            "controller_rate": 600, "scale": 900, "capture_cost": 600}
+            "controller_rate": 600, "scale": 900, "capture_cost": 600, "fleet": 900}
 
 
 def run_part(part: str, quick: bool) -> dict:
@@ -89,7 +89,7 @@ def table() -> list[tuple]:
     """(measure, figure, target, met) rows from the JSON results present."""
     rows = []
     for section in (_xdp_rows, _drop_rows, _ttb_rows, _parser_rows, _controller_rows,
-                    _scale_rows, _capture_rows):
+                    _scale_rows, _capture_rows, _fleet_rows):
         try:
             section(rows)
         except (KeyError, TypeError, ValueError, IndexError) as error:
@@ -238,6 +238,25 @@ def _scale_rows(rows):
              f"{(s.get('list_json_bytes') or 0) / 2**20:.0f} MiB, exit "
              f"{s.get('list_json_returncode', '-')}", "", None),
         ]
+
+
+def _fleet_rows(rows):
+    f = _load("fleet")
+    if f:
+        lat, app = f["latency"], f["apply"]
+        rows.append((f"Fleet: propagation, ban decided on edge A to the map write on edge B "
+                     f"(Redis on a Unix socket, {lat['bans']:,} bans, p50 / p99 / max)",
+                     f"{lat['p50_ms']} / {lat['p99_ms']} / {lat['max_ms']} ms", "p99 ≤ 100 ms",
+                     lat["p99_ms"] <= 100))
+        rows.append((f"Fleet: an edge applying {app['bans']:,} bans from the stream (published "
+                     f"at {_fmt(app['publish_per_s'])}/s)", f"{_fmt(app['apply_per_s'])}/s",
+                     "≥ 50,000/s", app["apply_per_s"] >= 50_000))
+        for c in f["catch_up"]:
+            met = c["seconds"] < 30 if c["bans"] >= 1_000_000 else None
+            rows.append((f"Fleet: a starting edge catching up on {c['bans']:,} active bans "
+                         f"(Redis memory {c['redis_bytes_per_ban']} B/ban)",
+                         f"{c['seconds']} s, {_fmt(c['held'])} held",
+                         "< 30 s" if met is not None else "", met))
 
 
 def _capture_rows(rows):
