@@ -88,6 +88,10 @@ from fastban.decisions import (
 # nonce lifetimes of Kamailio, Asterisk and FreeSWITCH).
 NONCE_MEMORY = 3600.0
 TRUST_REPORT_SHARE = 0.1
+# The live capture reads the CPUs' rings one after another: an answer may be read before the
+# request it answers. A 2xx that closed a challenge with no request waiting is kept this long
+# (seconds) for its request.
+REORDER_WINDOW = 1.0
 
 STAT_KEYS = (
     "responses_seen",       # final and provisional responses given to observe()
@@ -102,6 +106,7 @@ STAT_KEYS = (
     "retransmissions",      # final responses recognised as retransmissions
     "cleared",              # open challenges closed by a non-failure answer
     "logins",               # 2xx to proven credentials: the source is trusted
+    "answers_before_request",  # logins whose 2xx was read before its request (live only)
     "failures",             # failures counted (all kinds)
     "failures_proven",
     "failures_403",
@@ -197,6 +202,7 @@ class FailureRules:
     def __init__(self, settings: RuleSettings | None = None):
         self._calls: OrderedDict[tuple, _Call] = OrderedDict()    # (peer key, Call-ID), oldest first
         self._waiting: OrderedDict[tuple, tuple] = OrderedDict()  # (peer key, Call-ID, branch) -> (at, proven)
+        self._answered: OrderedDict[tuple, float] = OrderedDict()  # same key -> 2xx read first
         self._challenged: OrderedDict[int, float] = OrderedDict() # peer key -> last 401/407
         self._nonces: OrderedDict[tuple, float] = OrderedDict()   # (peer key, nonce) -> issued at
         self._trusted: OrderedDict[int, float] = OrderedDict()    # source key -> trusted until
@@ -441,6 +447,9 @@ class FailureRules:
         # the Call-ID's open challenge (closed 403/404 records stay for their retransmissions)
         if proven and 200 <= status < 300:
             self._trust(source, now)
+        elif was_open and waiting is None and 200 <= status < 300:
+            _bounded_set(self._answered, (peer_key, call_id, branch), now,
+                         self.settings.max_open_challenges)
         if was_open:
             self._drop_call(key)
             stats["cleared"] += 1
@@ -472,8 +481,13 @@ class FailureRules:
         stats["credentials_waiting"] += 1
         if proven:
             stats["credentials_proven"] += 1
-        _bounded_set(self._waiting, (peer_key, message.call_id, message.via_branch),
-                     (now, proven), self.settings.max_open_challenges)
+        key = (peer_key, message.call_id, message.via_branch)
+        answered = self._answered.pop(key, None) if self._answered else None
+        if answered is not None and proven and abs(now - answered) <= REORDER_WINDOW:
+            stats["answers_before_request"] += 1
+            self._trust(value if version == 4 else self._key(value, version), now)
+            return None
+        _bounded_set(self._waiting, key, (now, proven), self.settings.max_open_challenges)
         return None
 
     def expire(self, now: float) -> list[BanDecision]:
@@ -494,6 +508,7 @@ class FailureRules:
                 if decision is not None:
                     decisions.append(decision)
         for table, horizon in ((self._waiting, limit), (self._challenged, limit),
+                               (self._answered, now - REORDER_WINDOW),
                                (self._nonces, now - NONCE_MEMORY)):
             while table:
                 key, value = next(iter(table.items()))

@@ -539,3 +539,25 @@ def test_wrong_web_passwords_of_a_trusted_or_whitelisted_address():
     login(r, A, 0.0)                                      # a phone of A logged in
     assert r.web_login_failed(1.0, A) is None
     assert r.web_login_failed(2.0, A) is not None        # proven: trust does not excuse it
+
+
+def test_a_200_read_before_its_request_is_still_a_login():
+    """The live capture reads the CPUs' rings one after another, so the 200 OK can come to the
+    rules just before the REGISTER it answers: within REORDER_WINDOW it is still a login."""
+    r = rules(maxretry=3, trust_time=600)
+    r.observe(0, A, resp(401, b"reg", b"l1", nonce=b"n-1"))
+    assert r.observe(0.02, A, resp(200, b"reg", b"l2")) is None      # the answer, first
+    r.observe(0.01, A, req(b"reg", b"l2", b"n-1"))                    # then its request
+    assert r.stats["logins"] == 1 and r.stats["answers_before_request"] == 1
+    assert r.is_trusted(A, 1) and r.stats["cleared"] == 1 and r.stats["failures"] == 0
+
+
+def test_a_request_long_after_the_200_or_unproven_is_no_login():
+    r = rules(maxretry=3, trust_time=600)
+    r.observe(0, A, resp(401, b"reg", b"l1", nonce=b"n-1"))
+    r.observe(0.02, A, resp(200, b"reg", b"l2"))
+    r.observe(2.0, A, req(b"reg", b"l2", b"n-1"))                     # 2 s later
+    r.observe(3, A, resp(401, b"reg2", b"m1", nonce=b"n-2"))
+    r.observe(3.02, A, resp(200, b"reg2", b"m2"))
+    r.observe(3.01, A, req(b"reg2", b"m2", b"not-issued"))            # a nonce never issued
+    assert r.stats["logins"] == 0 and not r.is_trusted(A, 4)
