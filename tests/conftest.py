@@ -1,5 +1,7 @@
+import ipaddress
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,26 @@ def pytest_terminal_summary(terminalreporter):
         f"fastban: {ran} tests ran with the {sip.IMPLEMENTATION} parser "
         f"({counts['passed']} passed, {counts['failed'] + counts['error']} failed, "
         f"{counts['skipped']} skipped)")
+
+
+def wait_for(condition, timeout=15.0, what="it"):
+    """condition()'s first true value, polled for up to timeout seconds; else AssertionError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not happen within {timeout} s")
+
+
+def kernel_holds(lab, address) -> bool:
+    """Whether the kernel's ban map of the lab's server holds the address (read from the
+    pinned maps)."""
+    from fastban.dataplane import DataPlane
+
+    dataplane = DataPlane.open_pinned(lab.server_iface)
+    try:
+        return dataplane.ban_of(ipaddress.ip_address(address)) is not None
+    finally:
+        dataplane.close()

@@ -9,14 +9,12 @@ in each the same attacker address (203.0.113.10): the attacker moves from edge t
 * With redis-server killed each edge bans alone; when it is back the edges converge, and an
   edge restarted while bans were made and lifted elsewhere catches up.
 """
-import ipaddress
 import time
 
 import msgpack
 import pytest
 
-from conftest import require_tool
-from fastban.dataplane import DataPlane
+from conftest import kernel_holds, require_tool, wait_for
 from fastban.lab.guard_process import GuardProcess
 from fastban.lab.redis_server import RedisServer
 from fastban.lab.siplab import SipLab
@@ -72,26 +70,10 @@ def edges(labs, redis_server, tmp_path_factory):
             guard.detach()
 
 
-def wait_for(condition, timeout=15.0, what="it"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
-
 
 def bans(guard) -> dict:
     return {row["target"]: row for row in guard.json("list")["bans"]}
 
-
-def kernel_holds(lab, address) -> bool:
-    dataplane = DataPlane.open_pinned(lab.server_iface)
-    try:
-        return dataplane.ban_of(ipaddress.ip_address(address)) is not None
-    finally:
-        dataplane.close()
 
 
 def fleet_stats(guard) -> dict:

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
-from fastban.dataplane import DataPlane
+from conftest import kernel_holds, require_tool, wait_for
 from fastban.lab.guard_process import GuardProcess
 from fastban.lab.siplab import SipLab
 from fastban.lab.web_process import WebProcess, free_port
@@ -80,15 +79,6 @@ def browser(web, tmp_path_factory):
         driver.quit()
 
 
-def wait_for(condition, timeout=15.0, what="the page"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
-
 
 def log_in(browser, web, password):
     from selenium.webdriver.common.by import By
@@ -120,16 +110,6 @@ def click_unblock(browser, target) -> None:
             time.sleep(0.05)
     raise AssertionError(f"the unblock button of {target} stayed out of reach")
 
-
-def kernel_holds(lab, address) -> bool:
-    """Whether the kernel's ban map holds the address (read from the pinned maps)."""
-    import ipaddress
-
-    dataplane = DataPlane.open_pinned(lab.server_iface)
-    try:
-        return dataplane.ban_of(ipaddress.ip_address(address)) is not None
-    finally:
-        dataplane.close()
 
 
 def test_a_wrong_password_is_refused_and_the_right_one_logs_in(web, browser):
