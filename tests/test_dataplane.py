@@ -321,6 +321,19 @@ def test_banning_again_changes_the_expiry_and_keeps_the_hits(dp, rig):
     assert ban.expires_ns == 0 and ban.remaining_ns() is None and ban.hits == 3
 
 
+def test_many_new_bans_are_written_together_and_drop_like_one(dp, rig):
+    later = time.monotonic_ns() + 60_000_000_000
+    many = [(IP(f"10.250.{i // 256}.{i % 256}"), later) for i in range(25_000)]  # 3 batches
+    assert dp.ban_new([(IP(CLI4[0]), later), (IP(CLI6[1]), 0), (NET("fd00:211::/64"), later),
+                       *many]) == []
+    bans = {ban.target: ban for ban in dp.bans()}
+    assert len(bans) == 25_003
+    assert bans[IP(CLI4[0])].expires_ns == later and bans[IP(CLI6[1])].expires_ns == 0
+    assert bans[NET("fd00:211::/64")].expires_ns == bans[IP("10.250.97.167")].expires_ns == later
+    assert rig.udp(CLI4[0]) == 0 and rig.udp(CLI6[1]) == 0 and rig.udp(CLI4[1]) == 5
+    assert bans[IP(CLI4[0])].hits == 0 and dp.ban_of(IP(CLI4[0])).hits == 5
+
+
 def test_port_scope_drops_only_the_listed_ports(dp, rig):
     dp.ban(IP(CLI4[0]))
     dp.ban(NET("fd00:210::/64"))
@@ -902,6 +915,17 @@ def test_a_full_map_refuses_a_new_ban_with_a_clear_error(small):
         small.ban(address, expires_ns=time.monotonic_ns() + 1)
     small.ban(IP("192.0.2.99"))
     assert IP("192.0.2.99") in {b.target for b in small.bans()}
+
+
+def test_bans_written_together_into_a_full_map_name_the_ones_refused(small):
+    for ban in small.bans(include_expired=True):
+        small.unban(ban.target)
+    wanted = [(IP(f"192.0.2.{i}"), 0) for i in range(1, 7)] + [(NET("198.51.7.0/24"), 0)]
+    refused = small.ban_new(wanted)
+    assert [target for target, _ in refused] == [IP("192.0.2.5"), IP("192.0.2.6")]
+    assert all(isinstance(error, BanTableFull) for _, error in refused)
+    assert {b.target for b in small.bans()} == {IP(f"192.0.2.{i}") for i in range(1, 5)} | \
+        {NET("198.51.7.0/24")}
 
 
 def _fdinfo(table) -> dict:

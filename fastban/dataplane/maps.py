@@ -1,8 +1,9 @@
 """BPF maps by file descriptor: the raw operations, with the errno when one fails.
 
 A Map is a map of the compiled program or one opened from its pin; Maps is a set of them by
-name, with lookups, updates, deletes and key walks through libbcc's bpf() wrappers, and whole
-hash maps read BPF_MAP_LOOKUP_BATCH at a time.
+name, with lookups, updates, deletes and key walks through libbcc's bpf() wrappers, whole
+hash maps read BPF_MAP_LOOKUP_BATCH at a time, and many new elements written
+BPF_MAP_UPDATE_BATCH at a time.
 """
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ class Maps:
         if lib().bpf_update_elem(fd, ct.byref(key), ct.byref(value), flags) < 0:
             return ct.get_errno()
         return 0
+
+    def _update_batch(self, name: str, keys: bytes, values: bytes, count: int) -> tuple[int, int]:
+        """Writes ``count`` packed keys and values in one BPF_MAP_UPDATE_BATCH (each element
+        created or replaced); returns (elements written, 0 or the errno that stopped it)."""
+        fd = self._tables[name].map_fd
+        written = ct.c_uint32(count)
+        key_buffer = ct.create_string_buffer(keys, len(keys))
+        value_buffer = ct.create_string_buffer(values, len(values))
+        if lib().bpf_update_batch(fd, key_buffer, value_buffer, ct.byref(written)) < 0:
+            return written.value, ct.get_errno()
+        return written.value, 0
 
     def _lookup(self, name: str, key, value) -> bool:
         fd = self._tables[name].map_fd

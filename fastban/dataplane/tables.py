@@ -10,6 +10,7 @@ import ctypes as ct
 import errno
 import ipaddress
 import os
+import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ FbLpm6 = ABI.struct("fb_lpm6")
 FbPeer = ABI.struct("fb_peer")
 FbPeerState = ABI.struct("fb_peer_state")
 FbCallKey = ABI.struct("fb_call_key")
+
+_BAN_VALUE = struct.Struct("=QQ")         # struct fb_ban_value: expires_ns, hits
+UPDATE_BATCH = 10_000                      # elements per BPF_MAP_UPDATE_BATCH
+assert _BAN_VALUE.size == ct.sizeof(FbBanValue)
 
 # The LPM tries XDP skips while their flag is 0: user space keeps each flag set while its trie
 # holds entries.
@@ -158,6 +163,43 @@ class KernelTables(Maps):
             raise DataPlaneError(f"cannot ban {target}: {os.strerror(err)}")
         if name in TRIE_FLAGS:
             self._set_config(TRIE_FLAGS[name], 1)
+
+    def ban_new(self, bans: list) -> list:
+        """Bans many targets that are not banned yet, (target, expires_ns) each: the exact
+        ones BPF_MAP_UPDATE_BATCH at a time, one syscall per map instead of one per ban (a
+        target banned already would have its hit count reset), the ranges one by one.
+        Returns (target, BanTableFull) for each that the full table refused."""
+        self._check_open()
+        exact: dict = {"bans_v4": [], "bans_v6": []}
+        refused = []
+        for target, expires_ns in bans:
+            if expires_ns < 0:
+                raise ValueError("expires_ns must be >= 0")
+            family, address, _ = _to_target(target)
+            if address is None:
+                refused += self._ban_each([(target, expires_ns)])
+            else:
+                exact[f"bans_v{family}"].append((target, address.packed, expires_ns))
+        for name, items in exact.items():
+            for first in range(0, len(items), UPDATE_BATCH):
+                chunk = items[first:first + UPDATE_BATCH]
+                written, err = self._update_batch(
+                    name, b"".join(packed for _, packed, _ in chunk),
+                    b"".join(_BAN_VALUE.pack(expires_ns, 0) for _, _, expires_ns in chunk),
+                    len(chunk))
+                if err:        # the table full, or another error: the rest one by one
+                    refused += self._ban_each([(target, expires_ns) for target, _, expires_ns
+                                               in chunk[written:]])
+        return refused
+
+    def _ban_each(self, bans: list) -> list:
+        refused = []
+        for target, expires_ns in bans:
+            try:
+                self.ban(target, expires_ns)
+            except BanTableFull as error:
+                refused.append((target, error))
+        return refused
 
     def unban(self, target) -> bool:
         """Removes a ban; False when there was none for exactly this target."""
