@@ -88,6 +88,10 @@ class _NullDataPlane:
     def ban(self, target, expires_ns=0):
         self.banned[target] = expires_ns
 
+    def ban_new(self, bans):
+        self.banned.update(bans)
+        return []
+
     def unban(self, target):
         return self.banned.pop(target, None) is not None
 
@@ -158,73 +162,107 @@ def _stats(client) -> dict:
     return client.call("stats")
 
 
-def run(quick: bool = False, seconds: float = 3.0) -> dict:
+def _steps(srv, link, frames: Path, workdir: str, rates, seconds: float, *guard_args) -> dict:
+    """The rate ladder against one guard started with guard_args: its steps, its final stats."""
     from fastban import control
+
+    sender = build_sender()
+    guard, _ = start_guard(srv, ["taskset", "-c", str(GUARD_CPU)], link.a, workdir,
+                           "--maxretry", str(GUARD_MAXRETRY), *guard_args)
+    steps = []
+    try:
+        client = control.Client(os.path.join(workdir, "control.sock"))
+        for rate in rates:
+            log(f"controller_rate: {rate} responses/s for {seconds} s {' '.join(guard_args)}")
+            before = _stats(client)
+            t0 = time.monotonic()
+            out = srv.run(["taskset", "-c", str(SENDER_CPU), str(sender), link.a,
+                           str(frames), str(int(rate * seconds)), str(seconds + 5), "32",
+                           str(rate), "1"], timeout=seconds + 60).stdout
+            sent = json.loads(out)
+            during = _stats(client)
+            # let the guard drain what it has queued, up to 5 s
+            deadline, after = time.monotonic() + 5, during
+            while time.monotonic() < deadline:
+                time.sleep(0.25)
+                latest = _stats(client)
+                if latest["sip_messages"] == after["sip_messages"]:
+                    break
+                after = latest
+            step = {
+                "offered_per_s": round(sent["sent"] / sent["seconds"]),
+                "sent": sent["sent"],
+                "captured": after["packets_captured"] - before["packets_captured"],
+                "parsed": after["sip_messages"] - before["sip_messages"],
+                "parsed_during_send": during["sip_messages"] - before["sip_messages"],
+                "lost": after["events_lost"] - before["events_lost"],
+                "send_seconds": sent["seconds"],
+                "drain_seconds": round(time.monotonic() - t0 - sent["seconds"], 2),
+            }
+            step["parsed_per_s_during_send"] = round(step["parsed_during_send"] /
+                                                     sent["seconds"])
+            step["lossless"] = step["lost"] == 0 and step["parsed"] >= step["sent"]
+            step["lost_share"] = round(step["lost"] / max(1, step["sent"]), 4)
+            steps.append(step)
+            if step["lost"] > 0.05 * step["sent"]:
+                break
+        final = _stats(client)
+        client.close()
+    finally:
+        stop_process(guard)
+    return {"steps": steps, "final_stats": final, "sustained_per_s": _sustained(steps)}
+
+
+def _sustained(steps: list) -> int:
+    """The highest step below which no step lost anything (a later lossless step at a higher
+    rate does not cancel an earlier loss)."""
+    sustained = 0
+    for step in steps:
+        if not step["lossless"]:
+            break
+        sustained = max(sustained, step["offered_per_s"])
+    return sustained
+
+
+def _rig(lab, workdir: str):
+    srv, peer = lab.namespace("srv"), lab.namespace("peer")
+    link = lab.link(srv, peer, f"{SRV_IP}/24", f"{PEER_IP}/24")
+    frames = Path(workdir) / "responses.frames"
+    write_frames(frames, _mac(srv, link.a), _mac(peer, link.b))
+    return srv, link, frames
+
+
+def run(quick: bool = False, seconds: float = 3.0) -> dict:
     from fastban.lab import netns
 
     rates = RATES
     if quick:
         seconds, rates = 2.0, (5_000, 10_000, 25_000, 200_000)
-    results = {"seconds_per_step": seconds, "steps": []}
-    sender = build_sender()
     with netns.Lab() as lab, tempfile.TemporaryDirectory(prefix="fbrate-") as workdir:
-        srv, peer = lab.namespace("srv"), lab.namespace("peer")
-        link = lab.link(srv, peer, f"{SRV_IP}/24", f"{PEER_IP}/24")
-        frames = Path(workdir) / "responses.frames"
-        write_frames(frames, _mac(srv, link.a), _mac(peer, link.b))
-        guard, _ = start_guard(srv, ["taskset", "-c", str(GUARD_CPU)], link.a, workdir,
-                               "--maxretry", str(GUARD_MAXRETRY))
-        try:
-            client = control.Client(os.path.join(workdir, "control.sock"))
-            for rate in rates:
-                log(f"controller_rate: {rate} responses/s for {seconds} s")
-                before = _stats(client)
-                t0 = time.monotonic()
-                out = srv.run(["taskset", "-c", str(SENDER_CPU), str(sender), link.a,
-                               str(frames), str(int(rate * seconds)), str(seconds + 5), "32",
-                               str(rate), "1"], timeout=seconds + 60).stdout
-                sent = json.loads(out)
-                during = _stats(client)
-                # let the guard drain what it has queued, up to 5 s
-                deadline, after = time.monotonic() + 5, during
-                while time.monotonic() < deadline:
-                    time.sleep(0.25)
-                    latest = _stats(client)
-                    if latest["sip_messages"] == after["sip_messages"]:
-                        break
-                    after = latest
-                step = {
-                    "offered_per_s": round(sent["sent"] / sent["seconds"]),
-                    "sent": sent["sent"],
-                    "captured": after["packets_captured"] - before["packets_captured"],
-                    "parsed": after["sip_messages"] - before["sip_messages"],
-                    "parsed_during_send": during["sip_messages"] - before["sip_messages"],
-                    "lost": after["events_lost"] - before["events_lost"],
-                    "send_seconds": sent["seconds"],
-                    "drain_seconds": round(time.monotonic() - t0 - sent["seconds"], 2),
-                }
-                step["parsed_per_s_during_send"] = round(step["parsed_during_send"] /
-                                                         sent["seconds"])
-                step["lossless"] = step["lost"] == 0 and step["parsed"] >= step["sent"]
-                step["lost_share"] = round(step["lost"] / max(1, step["sent"]), 4)
-                results["steps"].append(step)
-                if step["lost"] > 0.05 * step["sent"]:
-                    break
-            results["final_stats"] = _stats(client)
-            client.close()
-        finally:
-            stop_process(guard)
+        srv, link, frames = _rig(lab, workdir)
+        results = {"seconds_per_step": seconds,
+                   **_steps(srv, link, frames, workdir, rates, seconds)}
     log("controller_rate: stage costs alone")
     results["stages_alone"] = stage_costs()
-    # sustained: the highest step below which no step lost anything (a later lossless step
-    # at a higher rate does not cancel an earlier loss)
-    sustained = 0
-    for step in results["steps"]:
-        if not step["lossless"]:
-            break
-        sustained = max(sustained, step["offered_per_s"])
-    results["sustained_per_s"] = sustained
     results["target_met"] = results["sustained_per_s"] >= 200_000
+    return results
+
+
+def fleet_cost(redis_url: str, quick: bool = False, seconds: float = 3.0) -> dict:
+    """The sustained rate side by side: no fleet; in a fleet (the link's two threads running,
+    nothing to publish as no destination is banned); in a fleet with fleet_counting, every
+    failure published to Redis by the publisher thread."""
+    rates = (5_000, 10_000, 25_000, 50_000, 100_000) if quick else RATES
+    modes = {"alone": (), "fleet": ("--fleet-redis", redis_url),
+             "fleet_counting": ("--fleet-redis", redis_url, "--fleet-counting")}
+    from fastban.lab import netns
+    results = {"seconds_per_step": seconds}
+    with netns.Lab() as lab, tempfile.TemporaryDirectory(prefix="fbrate-") as workdir:
+        srv, link, frames = _rig(lab, workdir)
+        for mode, args in modes.items():
+            ran = _steps(srv, link, frames, workdir, rates, seconds, *args)
+            results[mode] = {"sustained_per_s": ran["sustained_per_s"], "steps": ran["steps"],
+                             "fleet": ran["final_stats"].get("fleet")}
     return results
 
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 
 from fastban.clock import expiry_to_wall
@@ -42,3 +43,20 @@ def iter_ban_rows(bans: dict, records: dict, now: float, mono_now: int, order=No
             "time_left": None if expires_at == 0 else max(0.0, round(expires_at - now, 3)),
             "packets_dropped": ban.hits,
         }
+
+
+def rows_later(dataplane, records: dict, now: float, mono_now: int, newest: int | None = None):
+    """The rows of iter_ban_rows, the kernel maps read when iterated (while the guard goes on).
+    With `newest`, only the rows of that many most recent bans, newest first, each read from
+    the map by itself (the page's list, which must not read a million entries a second)."""
+    if newest is None:
+        yield from iter_ban_rows(kernel_bans(dataplane), records, now, mono_now)
+        return
+    recent = heapq.nlargest(newest, records.values(), key=_banned_at)
+    bans = {record.target: ban for record in recent
+            if (ban := dataplane.ban_of(record.target)) is not None}
+    yield from iter_ban_rows(bans, records, now, mono_now, order=[r.target for r in recent])
+
+
+def _banned_at(record) -> float:
+    return record.banned_at

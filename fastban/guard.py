@@ -20,7 +20,7 @@ from collections import Counter, deque
 from typing import Callable
 
 from fastban import sip, state
-from fastban.banlist import FOUND_IN_MAP, ban_rows, iter_ban_rows, kernel_bans
+from fastban.banlist import FOUND_IN_MAP, ban_rows, kernel_bans, rows_later
 from fastban.clock import expiry_to_monotonic_ns, expiry_to_wall, iso
 from fastban.dataplane import BanTableFull
 from fastban.decisions import (ORIGIN_FLEET_COUNT, ORIGIN_HAND, ORIGIN_KERNEL_MAP, ORIGIN_SIP,
@@ -317,28 +317,45 @@ class Guard:
                            origin, failure_class)
         if not self._enforce(record, now, self.monotonic_ns()):
             return None
-        self.state.bans[target] = record
-        self._peak_bans = max(self._peak_bans, len(self.state.bans))
-        self._schedule(record)
-        self._changes.append(state.ban_change(record, self.detector.history.count(target)))
-        self.counts["bans_total"] += 1
-        self.bans_by_origin[origin] += 1
-        self._dirty = True
+        self._keep(record)
         log.info("ban %s for %s: %s", target, _duration(record), reason)
         if self.on_change is not None:
             self.on_change("ban", record)
         return record
 
-    def adopt(self, record: BanRecord) -> bool:
-        """A ban made elsewhere (another edge of the fleet), kept as it is given: enforced
-        with its own expiry, unless a ban here lasts as long already. Returns whether it was
-        enforced."""
-        held = self.state.bans.get(record.target)
-        if held is not None and (held.expires_at == 0 or
-                                 0 != record.expires_at <= held.expires_at):
-            return False
-        if not self._enforce(record, self.wall(), self.monotonic_ns()):
-            return False
+    def adopt(self, records: list) -> int:
+        """Bans made elsewhere (other edges of the fleet), kept as given: enforced with their
+        own expiry unless a ban here lasts as long already, the new ones written to the kernel
+        together. Returns how many were enforced."""
+        now, mono = self.wall(), self.monotonic_ns()
+        kept, fresh = [], {}
+        for record in records:
+            held = self.state.bans.get(record.target)
+            new = held is None
+            if new:
+                held = fresh.get(record.target)   # the same target twice in one batch
+            if held is not None and (held.expires_at == 0 or
+                                     0 != record.expires_at <= held.expires_at):
+                continue
+            if new:
+                fresh[record.target] = record
+            elif self._enforce(record, now, mono):
+                kept.append(record)
+        refused = self.dataplane.ban_new([
+            (target, expiry_to_monotonic_ns(record.expires_at, now, mono))
+            for target, record in fresh.items()])
+        for target, _ in refused:
+            del fresh[target]
+        if refused:
+            self.counts["bans_refused"] += len(refused)
+            log.error("%d bans of the fleet refused: %s", len(refused), refused[0][1])
+        kept += fresh.values()
+        for record in kept:
+            self._keep(record)
+        return len(kept)
+
+    def _keep(self, record: BanRecord) -> None:
+        """A ban written to the kernel: its record, expiry, journal entry and counts."""
         self.state.bans[record.target] = record
         self._peak_bans = max(self._peak_bans, len(self.state.bans))
         self._schedule(record)
@@ -346,7 +363,6 @@ class Guard:
         self.counts["bans_total"] += 1
         self.bans_by_origin[record.origin] += 1
         self._dirty = True
-        return True
 
     def _schedule(self, record: BanRecord) -> None:
         if record.expires_at:
@@ -359,7 +375,7 @@ class Guard:
             self.dataplane.ban(record.target, expires_ns)
         except BanTableFull as error:
             self.counts["bans_refused"] += 1
-            log.error("cannot ban %s: %s", record.target, error)
+            log.error("%s", error)
             return False
         return True
 
@@ -418,22 +434,10 @@ class Guard:
                         self.monotonic_ns())
 
     def listing_later(self, newest: int | None = None):
-        """The rows of listing(), made when iterated: only the records are copied now (under
-        the caller's lock); the kernel maps are read after, while the guard goes on. With
-        `newest`, only the rows of that many most recent bans, newest first, each read from
-        the map by itself (the page's list, which must not read a million entries a second)."""
-        records, now, mono = dict(self.state.bans), self.wall(), self.monotonic_ns()
-        dataplane = self.dataplane
-
-        def rows():
-            yield from iter_ban_rows(kernel_bans(dataplane), records, now, mono)
-
-        def newest_rows():
-            recent = heapq.nlargest(newest, records.values(), key=_banned_at)
-            bans = {record.target: ban for record in recent
-                    if (ban := dataplane.ban_of(record.target)) is not None}
-            yield from iter_ban_rows(bans, records, now, mono, order=[r.target for r in recent])
-        return rows() if newest is None else newest_rows()
+        """The rows of listing(), made when iterated (banlist.rows_later); only the records
+        are copied now, under the caller's lock."""
+        return rows_later(self.dataplane, dict(self.state.bans), self.wall(),
+                          self.monotonic_ns(), newest)
 
     def history(self) -> list:
         """The chart's samples: [wall time, failures, bans, dropped packets], totals so far."""
@@ -481,11 +485,6 @@ class Guard:
 
 def _ktime(packet) -> int:
     return packet.ktime_ns
-
-
-def _banned_at(record: BanRecord) -> float:
-    return record.banned_at
-
 
 
 def _duration(record: BanRecord) -> str:

@@ -515,3 +515,33 @@ def test_a_hand_ban_of_no_sensible_length_is_refused(dataplane, settings_for, du
     with pytest.raises(GuardError, match="ban time must be 0 .permanent. or up to"):
         guard.ban("10.240.0.80", duration)
     assert dataplane.bans() == []
+
+
+def test_bans_of_other_edges_are_adopted_together_and_a_longer_one_here_is_kept(
+        dataplane, settings_for):
+    from fastban.state import BanRecord
+    guard = Guard(settings_for(bantime=600), dataplane)
+    now = time.time()
+
+    def remote(target, expires_in, edge="fleet edge-b"):
+        return BanRecord(ipaddress.ip_network(target), "5×bad credentials 401", 5, now,
+                         0.0 if expires_in == 0 else now + expires_in, edge, "proven")
+    guard.ban("10.240.0.70", 3600)                              # longer, here already
+    guard.ban("10.240.0.71", 60)                                # shorter, here already
+    adopted = guard.adopt([remote("10.240.0.70/32", 600), remote("10.240.0.71/32", 600),
+                           remote("10.240.0.72/32", 600), remote("10.240.0.72/32", 0),
+                           remote("10.240.0.72/32", 300), remote("10.240.1.0/24", 600),
+                           remote("fd00:240::7/128", 600)])
+    assert adopted == 4                 # .71 made longer, .72 (for good), the /24, the IPv6
+    bans = {str(row["target"]): row for row in guard.listing()}
+    assert bans["10.240.0.70/32"]["origin"] == "hand" and \
+        3590 < bans["10.240.0.70/32"]["time_left"] <= 3600
+    assert bans["10.240.0.71/32"]["origin"] == "fleet edge-b" and \
+        590 < bans["10.240.0.71/32"]["time_left"] <= 600
+    assert bans["10.240.0.72/32"]["time_left"] is None
+    assert bans["10.240.1.0/24"]["origin"] == bans["fd00:240::7/128"]["origin"] == "fleet edge-b"
+    assert guard.stats()["bans_by_origin"] == {"hand": 2, "fleet edge-b": 4}
+    # the map is full at 64: what does not fit is refused, counted, and not recorded
+    adopted = guard.adopt([remote(f"10.241.0.{i}/32", 600) for i in range(100)])
+    assert adopted == 64 - 3 and guard.stats()["bans_refused"] == 100 - adopted
+    assert len(guard.state.bans) == len(dataplane.bans()) == 64 + 2    # + a range and IPv6
