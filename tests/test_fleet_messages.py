@@ -70,6 +70,38 @@ def test_a_hostile_message_is_refused_with_its_reason(raw, why, words):
     assert refused.value.why == why and words in str(refused.value)
 
 
+@pytest.mark.parametrize("text", [
+    "203.0.113.7/32", "203.0.113.0/24", "0.0.0.0/0", "255.255.255.255/32", "203.0.113.7",
+    "203.0.113.7/33", "203.0.113.7/24", "203.0.113.07/32", "203.0.113/32", "203.0.113.7/032",
+    "203.0.113.7/+3", "203.0.113.7/٣٢", "203.0.113.7/", "1.2.3.4.5/32", " 1.2.3.4/32",
+    "2001:db8::/64", "::ffff:1.2.3.4/128", "203.0.113.256/32"])
+def test_an_ipv4_target_is_read_as_ipaddress_reads_it(text):
+    try:
+        expected = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        expected = None
+    if expected is not None and expected.prefixlen < 24:
+        expected = "too_broad"
+    try:
+        got = decode(message(target=text), NOW, PREFIX).target
+    except FleetMessageError as error:
+        got = "too_broad" if error.why == "too_broad" else None
+        assert got or error.why == "malformed"
+    assert got == expected
+
+
+def test_a_ban_key_must_hold_the_ban_of_its_own_target():
+    raw = message(target="203.0.113.7/32")
+    assert decode(raw, NOW, PREFIX, stored_as=b"203.0.113.7/32").target == \
+        ipaddress.ip_network("203.0.113.7/32")
+    for key in (b"203.0.113.8/32", b"203.0.113.7", b""):
+        with pytest.raises(FleetMessageError, match="holds another target"):
+            decode(raw, NOW, PREFIX, stored_as=key)
+    with pytest.raises(FleetMessageError, match="holds another target"):
+        decode(encode_unban(FleetUnban(ipaddress.ip_network("203.0.113.7/32"), "edge-c", NOW)),
+               NOW, PREFIX, stored_as=b"203.0.113.7/32")
+
+
 def test_the_broadest_range_is_the_edges_setting():
     assert decode(message(target="10.0.0.0/8"), NOW, (8, 32)).target == \
         ipaddress.ip_network("10.0.0.0/8")

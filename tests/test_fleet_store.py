@@ -69,6 +69,27 @@ def test_an_unban_deletes_the_key_and_is_an_event(store):
         ["FleetBan", "FleetUnban"]
 
 
+def test_one_publish_keeps_the_order_of_bans_unbans_and_failures(store):
+    now = time.time()
+    first = ipaddress.ip_network("203.0.113.20/32")
+    many = [ban(f"198.19.{i // 256}.{i % 256}/32", now=now) for i in range(1200)]  # 3 calls
+    failures = [FleetFailure(ipaddress.ip_network("203.0.113.21/32"), now + i,
+                             "bad credentials 401", "edge-a", 600.0, 3) for i in range(3)]
+    reached = store.publish([ban(str(first), now=now), FleetUnban(first, "edge-a", now),
+                             *many[:700], failures[0], failures[1], *many[700:],
+                             FleetUnban(first, "edge-a", now + 1), failures[2],
+                             ban(str(first), expires_in=60, now=now + 2)])
+    assert [(source, len(members)) for source, members in reached] == \
+        [(ipaddress.ip_network("203.0.113.21/32"), 3)]
+    _, events = store.follow("0-0", block_ms=100, count=5000)
+    read = [decode(e, time.time(), PREFIX) for e in events]
+    assert [(type(c).__name__, str(c.target)) for c in read if c.target == first] == \
+        [("FleetBan", str(first)), ("FleetUnban", str(first)), ("FleetUnban", str(first)),
+         ("FleetBan", str(first))]
+    assert [c.target for c in read if c.target != first] == [b.target for b in many]
+    assert 55_000 < store.client.pttl(store.ban_key(first)) <= 62_000   # the last ban holds
+
+
 def test_an_expired_ban_is_gone_by_itself(store):
     store.publish([ban("203.0.113.10/32", expires_in=0.3)])
     time.sleep(0.6)

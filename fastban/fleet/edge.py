@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections import Counter
 
 from fastban.decisions import ORIGIN_FLEET_COUNT
@@ -70,31 +71,45 @@ class FleetEdge:
                                              float(settings.findtime), settings.maxretry))
 
     def to_message(self, record: BanRecord) -> FleetBan:
-        return FleetBan(record.target, record.expires_at, one_line(record.reason, 300),
-                        record.failures, record.failure_class, self.edge, record.banned_at)
+        return ban_message(record, self.edge)
 
     # -- the link's sink (called from its threads) ------------------------------------------
 
     def apply(self, changes: list) -> Counter:
+        """Bans and unbans in order; the bans between two unbans are adopted together."""
         counts: Counter = Counter()
         with self.lock:
             whitelist = self.guard.settings.whitelist
+            bans: list = []
             for change in changes:
                 if isinstance(change, FleetUnban):
+                    self._adopt(bans, counts)
                     lifted = self.guard.unban(change.target, f"by edge {change.edge}")
                     counts["unbans_applied" if lifted else "unbans_not_held"] += 1
                     continue
                 covering = next((w for w in whitelist if change.target.version == w.version
-                                 and change.target.subnet_of(w)), None)
+                                 and change.target.subnet_of(w)), None) if whitelist else None
                 if covering is not None:
                     counts["refused_whitelisted"] += 1
                     self._log_refusal(change, covering)
                     continue
-                record = BanRecord(change.target, change.reason, change.failures,
-                                   change.banned_at, change.expires_at,
-                                   fleet_origin(change.edge), _interned(change.failure_class))
-                counts["applied" if self.guard.adopt(record) else "already_held"] += 1
+                bans.append(BanRecord(change.target, change.reason, change.failures,
+                                      change.banned_at, change.expires_at,
+                                      fleet_origin(change.edge), _interned(change.failure_class)))
+            self._adopt(bans, counts)
         return counts
+
+    def _adopt(self, bans: list, counts: Counter) -> None:
+        if bans:
+            refused = self.guard.counts["bans_refused"]
+            applied = self.guard.adopt(bans)
+            refused = self.guard.counts["bans_refused"] - refused
+            counts["applied"] += applied
+            if refused:
+                counts["refused_table_full"] += refused
+            if len(bans) > applied + refused:
+                counts["already_held"] += len(bans) - applied - refused
+            bans.clear()
 
     def reconcile(self, active: set, unbans: list) -> int:
         """Lifts the fleet's bans held here that the fleet no longer has, and this edge's own
@@ -145,6 +160,42 @@ class FleetEdge:
                         if self._refusals_logged == REFUSALS_LOGGED else "")
 
 
+def ban_message(record: BanRecord, edge: str) -> FleetBan:
+    return FleetBan(record.target, record.expires_at, one_line(record.reason, 300),
+                    record.failures, record.failure_class, edge, record.banned_at)
+
+
+def _client(settings):
+    import redis
+    return redis.Redis.from_url(settings.fleet_redis, socket_timeout=5, socket_connect_timeout=3,
+                                health_check_interval=30)
+
+
+def tell_fleet(settings, bans=(), unbans=()) -> str | None:
+    """Publishes hand bans (BanRecord) and unbans (networks) made while no guard runs, so that
+    they reach the other edges now (and an unbanned target does not come back from the fleet
+    when the guard starts). Returns a warning when the fleet could not be told."""
+    if not settings.fleet_redis or not (bans or unbans):
+        return None
+    import redis
+
+    from fastban.fleet.store import FleetStore
+
+    edge, now = edge_name(settings), time.time()
+    changes = [ban_message(record, edge) for record in bans] + \
+        [FleetUnban(target, edge, now) for target in unbans]
+    try:
+        FleetStore(_client(settings), settings.fleet_name).publish(changes)
+    except (redis.RedisError, OSError) as error:
+        if unbans:
+            return (f"the fleet was not told ({error}): the other edges keep the ban, and the "
+                    "guard takes it back from the fleet when it starts; unban again when Redis "
+                    "is back")
+        return (f"the fleet was not told ({error}): the guard publishes the ban when it "
+                "starts")
+    return None
+
+
 def start_fleet(settings, guard, lock):
     """The fleet link of this guard, started (None when fleet_redis is not set)."""
     if not settings.fleet_redis:
@@ -155,9 +206,7 @@ def start_fleet(settings, guard, lock):
     from fastban.fleet.store import FleetStore
 
     edge = FleetEdge(guard, lock, edge_name(settings))
-    client = redis.Redis.from_url(settings.fleet_redis, socket_timeout=5,
-                                  socket_connect_timeout=3, health_check_interval=30)
-    link = FleetLink(FleetStore(client, settings.fleet_name), edge.edge, edge,
+    link = FleetLink(FleetStore(_client(settings), settings.fleet_name), edge.edge, edge,
                      settings.fleet_min_prefix, errors=(redis.RedisError, OSError))
     edge.connect(link)
     link.start()

@@ -24,8 +24,8 @@ import threading
 import time
 from collections import Counter, deque
 
-from fastban.fleet.messages import (FleetBan, FleetFailure, FleetMessageError, FleetUnban,
-                                    decode)
+from fastban.fleet.messages import (OP_UNBAN, FleetBan, FleetFailure, FleetMessageError,
+                                    FleetUnban, decode)
 
 log = logging.getLogger("fastban.fleet")
 
@@ -172,6 +172,8 @@ class FleetLink:
         now, unbans = self.clock(), []
         for raws in self.store.history(end):
             for raw in raws:
+                if not isinstance(raw, bytes) or OP_UNBAN.encode() not in raw:
+                    continue                # not an unban: not worth decoding here
                 try:
                     change = decode(raw, now, self.min_prefix)
                 except FleetMessageError:
@@ -181,36 +183,41 @@ class FleetLink:
         return unbans
 
     def _apply(self, raws: list, *, from_stream: bool, keys=None) -> set:
-        """Checks and applies messages; returns the targets of the valid bans."""
+        """Checks and applies messages; returns the targets of the valid ban keys (``keys``:
+        the keys they were read from)."""
         now, changes, targets = self.clock(), [], set()
+        skip = len(self.store.ban_key("").encode())
+        newest = oldest = None
         for i, raw in enumerate(raws):
             try:
-                change = decode(raw, now, self.min_prefix)
-                if keys is not None and keys[i] != self.store.ban_key(change.target).encode():
-                    raise FleetMessageError("malformed", "a ban key holding another target")
-                if keys is not None and not isinstance(change, FleetBan):
-                    raise FleetMessageError("malformed", "an unban in a ban key")
+                change = decode(raw, now, self.min_prefix,
+                                None if keys is None else keys[i][skip:])
             except FleetMessageError as error:
                 self.counts[f"refused_{error.why}"] += 1
                 if self.counts[f"refused_{error.why}"] <= 10:       # a flood logs 10 lines
                     log.warning("fleet: refused a message: %s", error)
                 continue
-            if isinstance(change, FleetBan):
+            if keys is not None:
                 targets.add(change.target)
             if change.edge == self.edge and from_stream:
                 continue                            # our own, already enforced
             changes.append(change)
-            if from_stream and isinstance(change, FleetBan):
-                self._lag((now - change.banned_at) * 1000)
+            if isinstance(change, FleetBan):
+                newest = change
+                oldest = change.banned_at if oldest is None else min(oldest, change.banned_at)
         self.counts["received"] += len(raws)
         if changes:
             self.counts.update(self.sink.apply(changes))
+        if from_stream and newest is not None:
+            self._lag((now - newest.banned_at) * 1000, (now - oldest) * 1000)
         return targets
 
-    def _lag(self, ms: float) -> None:
-        ms = round(max(0.0, ms), 1)
-        self.lag["last_ms"] = ms
-        self.lag["max_ms"] = ms if self.lag["max_ms"] is None else max(self.lag["max_ms"], ms)
+    def _lag(self, last_ms: float, worst_ms: float) -> None:
+        """From the ban on its edge to its read here: of the newest ban read, and the most."""
+        self.lag["last_ms"] = round(max(0.0, last_ms), 1)
+        worst = round(max(0.0, worst_ms), 1)
+        self.lag["max_ms"] = worst if self.lag["max_ms"] is None else max(self.lag["max_ms"],
+                                                                          worst)
 
     def _connection(self, up: bool, error=None) -> None:
         with self._state:
