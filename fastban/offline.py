@@ -5,7 +5,8 @@ are the running settings of the guard that left the maps; nothing here writes th
 writes nothing at all. `ban` adds one ban to the maps and to the state's journal. `unban`
 removes the ban from the maps and from the saved state (through the journal), so that the next
 start does not impose it again; when the maps cannot be found (no guard has left any here, or
-they are in another mount namespace) it still removes it from the saved state.
+they are in another mount namespace) it still removes it from the saved state. In a fleet
+(fleet_redis), `ban` and `unban` are published to the other edges at once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastban import state
 from fastban.clock import expiry_to_monotonic_ns
 from fastban.dataplane import DataPlane, DataPlaneError
 from fastban.decisions import ORIGIN_HAND
+from fastban.fleet.edge import tell_fleet
 from fastban.banlist import ban_rows, kernel_bans
 from fastban.handbans import hand_ban, hand_reason
 from fastban.state import BanRecord
@@ -60,7 +62,13 @@ class Offline:
             dataplane.close()
         times = self._saved().ban_counts.get(network, 0) + 1
         state.append([state.ban_change(record, times)], self.settings.state_file)
+        self._tell_fleet(bans=[record])
         return record.to_wire()
+
+    def _tell_fleet(self, **changes) -> None:
+        warning = tell_fleet(self.settings, **changes)
+        if warning:
+            self.warnings.append(warning)
 
     def unban(self, targets) -> tuple[int, bool]:
         """Lifts the bans of targets (networks) or, with targets None, every ban; returns how
@@ -75,7 +83,7 @@ class Offline:
             in_kernel = set(kernel_bans(dataplane)) if dataplane is not None else set()
             if targets is None:
                 targets = in_kernel | set(saved.bans)
-            lifted, changes = 0, []
+            lifted, changes, lifted_targets = 0, [], []
             for network in targets:
                 if dataplane is not None:
                     removed = dataplane.unban(network)
@@ -86,9 +94,12 @@ class Offline:
                     changes.append(state.lift_change(network))
                     removed = True
                 lifted += removed
+                if removed:
+                    lifted_targets.append(network)
             if changes:
                 state.append(changes, self.settings.state_file)
         finally:
             if dataplane is not None:
                 dataplane.close()
+        self._tell_fleet(unbans=lifted_targets)
         return lifted, dataplane is not None

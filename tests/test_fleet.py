@@ -8,6 +8,9 @@ in each the same attacker address (203.0.113.10): the attacker moves from edge t
 * Forged messages written into Redis are refused and counted, and ban nothing.
 * With redis-server killed each edge bans alone; when it is back the edges converge, and an
   edge restarted while bans were made and lifted elsewhere catches up.
+* `fastban ban` and `unban` on an edge whose guard is stopped reach the others at once.
+* 2 + 2 + 2 wrong passwords over the three edges ban nowhere, and everywhere with
+  fleet_counting.
 """
 import time
 
@@ -70,10 +73,8 @@ def edges(labs, redis_server, tmp_path_factory):
             guard.detach()
 
 
-
 def bans(guard) -> dict:
     return {row["target"]: row for row in guard.json("list")["bans"]}
-
 
 
 def fleet_stats(guard) -> dict:
@@ -187,6 +188,27 @@ def test_without_redis_each_edge_bans_alone_and_the_fleet_converges_when_it_is_b
         assert log.count("fleet: lost the connection to Redis") == 1
         assert log.count("fleet: connection to Redis is back") == 1
         assert fleet_stats(edges[name])["connected"]
+
+
+def test_ban_and_unban_on_a_stopped_edge_reach_the_fleet_and_stay_lifted(labs, edges):
+    """No guard runs on C: its commands write its pinned maps and state, and tell the fleet."""
+    edges["edge-c"].stop()
+    try:
+        edges["edge-c"].cli("ban", "198.18.0.21", "--reason", "by hand while C is stopped")
+        for name in ("edge-a", "edge-b"):
+            row = wait_for(lambda n=name: bans(edges[n]).get("198.18.0.21/32"),
+                           what=f"C's offline ban at {name}")
+            assert row["origin"] == "fleet edge-c" and "while C is stopped" in row["reason"]
+        edges["edge-c"].cli("unban", "198.18.0.21")
+        for name in ("edge-a", "edge-b"):
+            wait_for(lambda n=name: "198.18.0.21/32" not in bans(edges[n]),
+                     what=f"C's offline unban at {name}")
+            assert not kernel_holds(labs[name], "198.18.0.21")
+    finally:
+        edges["edge-c"].start()
+    wait_for(lambda: fleet_stats(edges["edge-c"]).get("catch_ups", 0) >= 1, what="C's catch-up")
+    assert "198.18.0.21/32" not in bans(edges["edge-c"])        # not back from the fleet
+    assert not kernel_holds(labs["edge-c"], "198.18.0.21")
 
 
 def test_failures_spread_over_the_edges_ban_everywhere_with_fleet_counting(labs, edges):
