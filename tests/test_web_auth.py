@@ -437,6 +437,31 @@ def test_every_metric_is_named_fastban_something_and_has_help(scraped):
             assert re.fullmatch(r"fastban_[a-z_]+", sample.name), sample.name
 
 
+def test_a_guard_in_a_fleet_exposes_the_fleet_links_figures():
+    fleet = {"connected": True, "edge": "edge-a", "queue": 3, "published": 120, "received": 900,
+             "applied": 850, "already_held": 20, "unbans_applied": 12, "publish_overflow": 0,
+             "connection_losses": 1, "catch_ups": 2, "refused_whitelisted": 4,
+             "refused_too_broad": 1, "refused_unreadable": 2, "lag_last_ms": 1.5,
+             "lag_max_ms": 250.0}
+    scraped = {family.name: family for family in families({**STATS, "fleet": fleet})}
+    assert _samples(scraped["fastban_fleet_connected"]) == {("fastban_fleet_connected", ()): 1}
+    assert _samples(scraped["fastban_fleet_applied"]) == {("fastban_fleet_applied_total", ()): 850}
+    assert _samples(scraped["fastban_fleet_publish_queue"]) == \
+        {("fastban_fleet_publish_queue", ()): 3}
+    refused = _samples(scraped["fastban_fleet_refused"])
+    assert refused[("fastban_fleet_refused_total", (("reason", "whitelisted"),))] == 4
+    assert refused[("fastban_fleet_refused_total", (("reason", "too_broad"),))] == 1
+    assert refused[("fastban_fleet_refused_total", (("reason", "expired"),))] == 0
+    assert _samples(scraped["fastban_fleet_lag_max_seconds"]) == \
+        {("fastban_fleet_lag_max_seconds", ()): 0.25}
+    assert not any(name.startswith("fastban_fleet") for name in
+                   {family.name for family in families(STATS)})      # alone: no fleet figures
+    down = {family.name: family for family in families({**STATS, "fleet": {
+        "connected": False, "lag_last_ms": None, "lag_max_ms": None}})}
+    assert _samples(down["fastban_fleet_connected"]) == {("fastban_fleet_connected", ()): 0}
+    assert _samples(down["fastban_fleet_lag_seconds"]) == {("fastban_fleet_lag_seconds", ()): 0}
+
+
 def test_families_without_a_ban_latency_still_yields_an_empty_histogram():
     stats = {k: v for k, v in STATS.items() if k != "ban_latency"}
     latency = [f for f in families(stats) if f.name == "fastban_ban_latency_seconds"]

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from fastban import control
 from fastban.decisions import ORIGINS
+from fastban.fleet.messages import WHY
 from fastban.web.guard_link import GuardUnavailable
 
 # counters: (metric name without _total, stats key, help)
@@ -91,6 +92,48 @@ def families(stats: dict):
         buckets=[("+Inf" if bound is None else repr(float(bound)), count)
                  for bound, count in latency["buckets"]],
         sum_value=latency["sum"])
+    if stats.get("fleet"):
+        yield from fleet_families(stats["fleet"])
+
+
+FLEET_COUNTERS = (
+    ("fastban_fleet_published", "published",
+     "Bans, unbans and (fleet_counting) failures this edge wrote to the fleet's Redis."),
+    ("fastban_fleet_received", "received", "Fleet messages this edge read from Redis."),
+    ("fastban_fleet_applied", "applied", "Bans of other edges enforced here."),
+    ("fastban_fleet_unbans_applied", "unbans_applied", "Unbans of other edges applied here."),
+    ("fastban_fleet_publish_overflow", "publish_overflow",
+     "Changes not queued for publishing because the queue was full."),
+    ("fastban_fleet_connection_losses", "connection_losses", "Connections to Redis lost."),
+    ("fastban_fleet_catch_ups", "catch_ups", "Reads of every active fleet ban (at start, and "
+                                              "back after a gap the stream no longer held)."),
+)
+# Why a message of the fleet was not enforced here (fleet stats "refused_<why>")
+FLEET_REFUSALS = ("whitelisted", "table_full", *WHY)
+
+
+def fleet_families(fleet: dict):
+    """The fleet link's figures (fastban stats: fleet), when the guard is in a fleet."""
+    connected = GaugeMetricFamily("fastban_fleet_connected",
+                                  "1 while this edge is connected to the fleet's Redis.")
+    connected.add_metric([], 1 if fleet.get("connected") else 0)
+    yield connected
+    yield GaugeMetricFamily("fastban_fleet_publish_queue", "Changes waiting to be published.",
+                            value=fleet.get("queue", 0))
+    for name, key, text in FLEET_COUNTERS:
+        yield CounterMetricFamily(name, text, value=fleet.get(key, 0))
+    refused = CounterMetricFamily("fastban_fleet_refused", "Fleet messages not enforced here, "
+                                  "by reason: whitelisted here, the kernel table full, or a "
+                                  "message refused as hostile.", labels=["reason"])
+    for why in FLEET_REFUSALS:
+        refused.add_metric([why], fleet.get(f"refused_{why}", 0))
+    yield refused
+    for name, key, text in (
+            ("fastban_fleet_lag_seconds", "lag_last_ms",
+             "Seconds from a ban on its edge to its read here, of the newest ban read."),
+            ("fastban_fleet_lag_max_seconds", "lag_max_ms",
+             "The most seconds from a ban on its edge to its read here since the start.")):
+        yield GaugeMetricFamily(name, text, value=(fleet.get(key) or 0) / 1000)
 
 
 def registry_for(fetch_stats: Callable[[], dict]) -> CollectorRegistry:
