@@ -9,11 +9,15 @@ two threads, as `fastban run` wires them. Measures:
     ban into B's kernel map (time.perf_counter() in both: one process, one clock). p50, p99,
     max. CrowdSec's bouncers poll every 10 s.
   - apply rate: a remote edge (a process of its own) publishes 100,000 bans as fast as it
-    can; B applies them from the stream: bans per second from B's first map write to its last
-    (bounded by the publisher's rate when that is slower).
+    can; B applies them from the stream, a batch of bans (what one read of the stream brought)
+    per map write: the bans of the writes after B's first, per second from its first write to
+    its last (bounded by the publisher's rate when that is slower).
   - catch-up: Redis holding 100,000 and then 1,000,000 active fleet bans (ban keys written
     straight into Redis), a fresh edge C starts: seconds until it has read and enforced all
     of them. And Redis's own memory per ban (INFO used_memory, per ban key).
+  - the cost to the capture path: the controller's sustained rate (controller_rate's rig, a
+    guard process of its own) alone, in the fleet, and in the fleet with fleet_counting
+    (every failure published), side by side.
 
     .venv/bin/python -m benchmarks.fleet [--quick]
 """
@@ -30,6 +34,7 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks import controller_rate
 from benchmarks.common import BENCH_PIN_ROOT, ROOT, log, percentile, save_json, v4_addresses
 
 FLEET = "bench"
@@ -72,12 +77,14 @@ class Edge:
         self.edge.connect(self.link)
         self.written: dict = {}
         self.closed = False
-        ban = self.dataplane.ban
+        ban_new = self.dataplane.ban_new
 
-        def timed_ban(target, expires_ns=0):
-            ban(target, expires_ns)
-            self.written[ipaddress.ip_network(target)] = time.perf_counter()
-        self.dataplane.ban = timed_ban
+        def timed_ban_new(bans):
+            refused = ban_new(bans)
+            written = time.perf_counter()
+            self.written.update((target, written) for target, _ in bans)
+            return refused
+        self.dataplane.ban_new = timed_ban_new
 
     def start(self):
         self.link.start()
@@ -120,12 +127,13 @@ import redis
 from benchmarks.common import v4_addresses
 from fastban.fleet.messages import FleetBan
 from fastban.fleet.store import FleetStore
-socket_path, password, fleet, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+socket_path, password, fleet = sys.argv[1], sys.argv[2], sys.argv[3]
+count, start = int(sys.argv[4]), int(sys.argv[5])
 store = FleetStore(redis.Redis(unix_socket_path=socket_path, password=password), fleet)
 now = time.time()
 bans = [FleetBan(ipaddress.ip_network(ipaddress.IPv4Address(x)), now + 3600,
                  "10 failures in 60 s: 10 proven (10×bad credentials 401)", 10, "proven",
-                 "edge-x", now) for x in v4_addresses(count, start=9_000_000)]
+                 "edge-x", now) for x in v4_addresses(count, start=start)]
 started = time.perf_counter()
 for first in range(0, count, 2000):
     store.publish(bans[first:first + 2000])
@@ -133,18 +141,32 @@ print(count / (time.perf_counter() - started))
 """
 
 
-def apply_rate(b: Edge, redis_server, count: int) -> dict:
-    """Another edge (a process of its own, as it would be another machine) publishes."""
+def apply_rate(b: Edge, redis_server, count: int, start: int, backlog: bool) -> dict:
+    """Another edge (a process of its own, as it would be another machine) publishes. Live, B
+    follows as it publishes (the publisher and Redis on this VM's two cores with B); with a
+    backlog, B is held busy (its lock taken, as the capture takes it) until every ban is in
+    the stream, then reads them all."""
     targets = [ipaddress.ip_network(ipaddress.IPv4Address(x))
-               for x in v4_addresses(count, start=9_000_000)]
-    done = subprocess.run([sys.executable, "-c", PUBLISHER, str(redis_server.socket),
-                           redis_server.password, FLEET, str(count)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, check=True)
-    wait(lambda: all(t in b.written for t in targets), 300, "every ban at B")
+               for x in v4_addresses(count, start=start)]
+    if backlog:
+        b.lock.acquire()
+    try:
+        done = subprocess.run([sys.executable, "-c", PUBLISHER, str(redis_server.socket),
+                               redis_server.password, FLEET, str(count), str(start)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600, check=True)
+    finally:
+        if backlog:
+            b.lock.release()
+    # the newest first: checking all of them every 2 ms would take B's GIL from its follower
+    wait(lambda: targets[-1] in b.written and all(t in b.written for t in targets), 300,
+         "every ban at B")
     times = [b.written[t] for t in targets]
-    took = max(times) - min(times)
-    return {"bans": count, "publish_per_s": round(float(done.stdout)),
-            "apply_per_s": round(count / took), "apply_seconds": round(took, 2)}
+    first, last = min(times), max(times)
+    after_first = sum(1 for t in times if t > first)    # the bans of the writes after the first
+    took = last - first
+    return {"bans": count, "backlog": backlog, "publish_per_s": round(float(done.stdout)),
+            "apply_per_s": round(after_first / took), "apply_seconds": round(took, 2),
+            "map_writes": len(set(times))}
 
 
 def catch_up(lab, redis_server, workdir, count: int, index: int) -> dict:
@@ -196,8 +218,10 @@ def run(quick: bool = False) -> dict:
             log(f"fleet: propagation latency, {sizes['latency']} bans")
             results["latency"] = latency(a, b, sizes["latency"])
             a.close()                   # another machine: it must not share B's CPU and GIL
-            log(f"fleet: apply rate, {sizes['apply']} bans")
-            results["apply"] = apply_rate(b, redis_server, sizes["apply"])
+            log(f"fleet: apply rate, {sizes['apply']} bans, live and from a backlog")
+            results["apply"] = apply_rate(b, redis_server, sizes["apply"], 9_000_000, False)
+            results["apply_backlog"] = apply_rate(b, redis_server, sizes["apply"], 12_000_000,
+                                                  True)
         finally:
             a.close()
             b.close()
@@ -205,6 +229,9 @@ def run(quick: bool = False) -> dict:
         for index, count in enumerate(sizes["catch_up"]):
             log(f"fleet: catch-up of {count} active bans")
             results["catch_up"].append(catch_up(lab, redis_server, workdir, count, index))
+        redis_server.client().flushall()
+        log("fleet: the controller's sustained rate alone and in a fleet, side by side")
+        results["publish_cost"] = controller_rate.fleet_cost(redis_server.url, quick)
     results["quick"] = quick
     return results
 

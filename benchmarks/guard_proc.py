@@ -9,6 +9,7 @@ append each:
 Prints "ready" once attached; on SIGTERM stops, detaches and writes the records as JSON.
 
     python -m benchmarks.guard_proc IFACE WORKDIR [--maxretry N] [--xdp-mode native]
+        [--fleet-redis URL [--fleet-counting]]
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def main() -> int:
     parser.add_argument("--maxretry", type=int, default=5)
     parser.add_argument("--xdp-mode", default="native")
     parser.add_argument("--capacity", type=int, default=1_048_576)
+    parser.add_argument("--fleet-redis", default="")
+    parser.add_argument("--fleet-counting", action="store_true")
     args = parser.parse_args()
 
     from fastban.config import load_settings
@@ -41,6 +44,8 @@ def main() -> int:
         "state_file": os.path.join(args.workdir, "state.msgpack"),
         "control_socket": os.path.join(args.workdir, "control.sock"),
         "map_capacity": args.capacity, "xdp_mode": args.xdp_mode,
+        "fleet_redis": args.fleet_redis, "fleet_counting": args.fleet_counting,
+        "fleet_name": "bench", "edge_name": "edge-rate",
     })
     service = Service(settings, args.iface, detach_on_exit=True)
     dp = service.dataplane

