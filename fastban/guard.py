@@ -323,10 +323,10 @@ class Guard:
             self.on_change("ban", record)
         return record
 
-    def adopt(self, records: list) -> int:
+    def adopt(self, records: list) -> tuple[int, int]:
         """Bans made elsewhere (other edges of the fleet), kept as given: enforced with their
         own expiry unless a ban here lasts as long already, the new ones written to the kernel
-        together. Returns how many were enforced."""
+        together. Returns how many were enforced, and how many the full table refused."""
         now, mono = self.wall(), self.monotonic_ns()
         kept, fresh = [], {}
         for record in records:
@@ -352,7 +352,7 @@ class Guard:
         kept += fresh.values()
         for record in kept:
             self._keep(record)
-        return len(kept)
+        return len(kept), len(refused)
 
     def _keep(self, record: BanRecord) -> None:
         """A ban written to the kernel: its record, expiry, journal entry and counts."""

@@ -528,11 +528,11 @@ def test_bans_of_other_edges_are_adopted_together_and_a_longer_one_here_is_kept(
                          0.0 if expires_in == 0 else now + expires_in, edge, "proven")
     guard.ban("10.240.0.70", 3600)                              # longer, here already
     guard.ban("10.240.0.71", 60)                                # shorter, here already
-    adopted = guard.adopt([remote("10.240.0.70/32", 600), remote("10.240.0.71/32", 600),
+    adopted, refused = guard.adopt([remote("10.240.0.70/32", 600), remote("10.240.0.71/32", 600),
                            remote("10.240.0.72/32", 600), remote("10.240.0.72/32", 0),
                            remote("10.240.0.72/32", 300), remote("10.240.1.0/24", 600),
                            remote("fd00:240::7/128", 600)])
-    assert adopted == 4                 # .71 made longer, .72 (for good), the /24, the IPv6
+    assert (adopted, refused) == (4, 0)   # .71 made longer, .72 (for good), the /24, the IPv6
     bans = {str(row["target"]): row for row in guard.listing()}
     assert bans["10.240.0.70/32"]["origin"] == "hand" and \
         3590 < bans["10.240.0.70/32"]["time_left"] <= 3600
@@ -542,6 +542,6 @@ def test_bans_of_other_edges_are_adopted_together_and_a_longer_one_here_is_kept(
     assert bans["10.240.1.0/24"]["origin"] == bans["fd00:240::7/128"]["origin"] == "fleet edge-b"
     assert guard.stats()["bans_by_origin"] == {"hand": 2, "fleet edge-b": 4}
     # the map is full at 64: what does not fit is refused, counted, and not recorded
-    adopted = guard.adopt([remote(f"10.241.0.{i}/32", 600) for i in range(100)])
-    assert adopted == 64 - 3 and guard.stats()["bans_refused"] == 100 - adopted
+    adopted, refused = guard.adopt([remote(f"10.241.0.{i}/32", 600) for i in range(100)])
+    assert adopted == 64 - 3 and guard.stats()["bans_refused"] == refused == 100 - adopted
     assert len(guard.state.bans) == len(dataplane.bans()) == 64 + 2    # + a range and IPv6

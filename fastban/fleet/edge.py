@@ -101,9 +101,7 @@ class FleetEdge:
 
     def _adopt(self, bans: list, counts: Counter) -> None:
         if bans:
-            refused = self.guard.counts["bans_refused"]
-            applied = self.guard.adopt(bans)
-            refused = self.guard.counts["bans_refused"] - refused
+            applied, refused = self.guard.adopt(bans)
             counts["applied"] += applied
             if refused:
                 counts["refused_table_full"] += refused
