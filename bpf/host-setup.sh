@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a Debian 12 host for fastban, as root, idempotently:
-#   Debian packages (BCC, kernel headers, the lab's SIP server and tools),
+#   Debian packages (BCC, kernel headers, the lab's SIP server and tools: Kamailio with its
+#   TLS module, sipp, and socat, the lab's TCP->TLS relay for sipp, which has no TLS here),
 #   /lib/modules/$(uname -r)/{build,source} when the running kernel ships no headers,
 #   bpffs at /sys/fs/bpf.
 # Says what it could not do and exits non-zero only when fastban cannot work at all.
@@ -17,7 +18,7 @@ packages=(
     python3 python3-venv python3-dev build-essential
     python3-bpfcc libbpfcc bpfcc-tools linux-headers-amd64
     iproute2 iputils-ping ethtool tcpdump nftables ipset iptables
-    kamailio sip-tester sipvicious
+    kamailio kamailio-tls-modules sip-tester sipvicious socat openssl
     chromium chromium-driver prometheus
     redis-server
 )

@@ -16,6 +16,8 @@ fastban.lab.netns, fastban.lab.guard_process, ...); this package re-exports noth
     office.py          an office behind NAT: its phones and their tallies
     attackers.py       the forger, the extension scanners, svcrack
     recording.py       tcpdump recordings and reading them back
+    transports.py      SIP over TLS for sipp (a socat relay), bare TCP/TLS connection attempts,
+                       a HEP collector in the server's namespace
     guard_process.py   `fastban run` in a lab namespace (GuardProcess)
     demo.py            `make demo`
     forge.py           run by the forger inside its namespace: forged SIP over a raw socket

@@ -153,10 +153,12 @@ class _Background:
 
 
 class _SippProcess(_Background):
-    """A running sipp in a client namespace, its files in its own directory."""
+    """A running sipp in a client namespace, its files in its own directory; `relay` (a TLS
+    relay sipp talks to, see transports.py) is stopped when sipp ends or is stopped."""
 
     def __init__(self, ns: netns.Namespace, workdir: Path, args: list[str], bound: float,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, relay: _Background | None = None):
+        self.relay = relay
         super().__init__(ns, workdir, ["sipp", *args], bound, output="sipp.out", env=env)
         self.result_run: ClientRun | None = None
 
@@ -171,7 +173,16 @@ class _SippProcess(_Background):
         self.stop_process()
         return self._collect()
 
+    def stop_process(self) -> int:
+        try:
+            return super().stop_process()
+        finally:
+            if self.relay is not None:
+                self.relay.stop_process()
+
     def _collect(self) -> ClientRun:
+        if self.relay is not None:
+            self.relay.stop_process()
         if self.result_run is None:
             if not self._output.closed:
                 self._output.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 LAB_FILES = Path(__file__).parent     # the sipp scenarios, the Kamailio template, forge.py
 SIP_PORT = 5060
+TLS_PORT = 5061                  # SIP over TLS, with the lab option tls=True
 BRIDGE_MAC = "02:fb:00:00:00:01"   # locally administered; each lab has its own namespace
 
 SERVER_V4, SERVER_V6 = "192.0.2.10", "2001:db8:2::10"

@@ -16,6 +16,13 @@ goes to a log file (`lab.server_log`) opened for appending:
 `server_replies_to` counts REP lines, `server_replies` lists them, `server_auth_failures_to`
 counts the refused credentials; the log is read incrementally and the tallies outlive close().
 Kamailio logs before it answers, so once a client has its answer the line is there.
+
+Options (SipLab's, set by _configure_server): tls=True adds SIP over TLS on TLS_PORT (5061),
+v4 and v6, with a self-signed certificate made with `openssl` in Kamailio's working directory;
+hep_to="127.0.0.1:PORT" (or "[::1]:PORT") mirrors every SIP message Kamailio receives or sends
+as HEPv3 to that collector (siptrace, trace_mode 1), over hep_transport "udp" or "tcp", with
+hep_auth_key when given and hep_capture_id. The collector is in the server's namespace (the
+guard runs there), so its address is a loopback one; see SipLab.start_hep_collector.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -30,14 +38,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastban.lab.clients import _child_setup, _signal_group
-from fastban.lab.plan import (LAB_FILES, REALM, SERVER_V4, SERVER_V6, SIP_PORT, SipLabError,
-                              _normal)
+from fastban.lab.plan import (LAB_FILES, REALM, SERVER_V4, SERVER_V6, SIP_PORT, TLS_PORT,
+                              SipLabError, _normal)
 
 _REQ_LINE = re.compile(r"FBLAB REQ src=(\S+) sport=(\d+) proto=(\S+) method=(\S+) callid=(\S*)")
 _REP_LINE = re.compile(r"FBLAB REP (\d{3}) dst=(\S+)(.*)")
 _FIELD = re.compile(r"(\w+)=(\S*)")
 _RCV_LINE = re.compile(r"FBLAB RCV src=(\S+) sport=(\d+) proto=(\d+) len=\d+ first=(\S*)")
 _PROTOS = {"1": "udp", "2": "tcp", "3": "tls", "4": "sctp", "5": "ws", "6": "wss"}
+_HEP_TO = re.compile(r"(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]):(\d{1,5})")
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,7 @@ class ServerMessage:
     """One SIP message as Kamailio logged it on arrival, before any processing."""
     source: str          # normalised address (ipaddress)
     port: int
-    proto: str           # "udp" / "tcp"
+    proto: str           # "udp" / "tcp" / "tls"
     first: str           # the first word: the method of a request, "SIP/2.0" for a response
 
     @property
@@ -58,7 +67,7 @@ class ServerRequest:
     """One request as Kamailio logged it on arrival."""
     source: str          # normalised address (ipaddress)
     port: int
-    proto: str           # "udp" / "tcp"
+    proto: str           # "udp" / "tcp" / "tls"
     method: str
     call_id: str
 
@@ -83,7 +92,45 @@ class KamailioServer:
     """The Kamailio part of SipLab: start and stop, and the counting (server_* methods).
 
     Uses the lab's users, qop, bad_auth_reply, unknown_user_reply, server_children (its
-    settings), tmp (its directory) and server_namespace; _init_server() sets up its own state."""
+    settings), tmp (its directory) and server_namespace; _configure_server() takes the TLS and
+    HEP options, _init_server() sets up its own state."""
+
+    def _configure_server(self, tls: bool = False, hep_to: str | None = None,
+                          hep_transport: str = "udp", hep_auth_key: str | None = None,
+                          hep_capture_id: int = 2001) -> None:
+        match = _HEP_TO.fullmatch(hep_to) if hep_to is not None else None
+        if hep_to is not None and not (match and 1 <= int(match.group(2)) <= 65535):
+            raise SipLabError("hep_to must be a loopback address and port: '127.0.0.1:9060' "
+                              "or '[::1]:9060' (the collector is in the server's namespace)")
+        if hep_transport not in ("udp", "tcp"):
+            raise SipLabError("hep_transport must be 'udp' or 'tcp'")
+        if hep_auth_key is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", hep_auth_key):
+            raise SipLabError("hep_auth_key: 1 to 64 letters, digits, '.', '_', '-'")
+        if not 0 <= hep_capture_id <= 0xFFFFFFFF:
+            raise SipLabError("hep_capture_id must fit in 32 bits")
+        self.tls = bool(tls)
+        self.hep_to = hep_to
+        self.hep_transport = hep_transport
+        self.hep_auth_key = hep_auth_key
+        self.hep_capture_id = hep_capture_id
+
+    @property
+    def hep_address(self) -> tuple[str, int] | None:
+        """The collector's (address, port) from hep_to, the address without brackets."""
+        if self.hep_to is None:
+            return None
+        host, port = self.hep_to.rsplit(":", 1)
+        return host.strip("[]"), int(port)
+
+    def server_ports(self) -> dict[str, int]:
+        """The server's SIP ports by transport: udp, tcp, and tls when the lab has it."""
+        ports = {"udp": SIP_PORT, "tcp": SIP_PORT}
+        if self.tls:
+            ports["tls"] = TLS_PORT
+        return ports
+
+    def _kamailio_dir(self) -> Path:
+        return (self.tmp / "kamailio") if self.tmp is not None else Path("kamailio")
 
     def _init_server(self) -> None:
         self.server_log: Path | None = None
@@ -98,9 +145,9 @@ class KamailioServer:
 
     def render_config(self) -> str:
         template = (LAB_FILES / "kamailio.cfg.tmpl").read_text()
-        listen = "\n".join(f"listen={proto}:{host}:{SIP_PORT}"
+        listen = "\n".join(f"listen={proto}:{host}:{port}"
                            for host in (SERVER_V4, f"[{SERVER_V6}]")
-                           for proto in ("udp", "tcp"))
+                           for proto, port in self.server_ports().items())
         cases = "\n".join(f'\t\tcase "{user}":\n\t\t\t$var(pw) = "{password}";\n\t\t\tbreak;'
                           for user, password in self.users.items())
         values = {
@@ -112,6 +159,15 @@ class KamailioServer:
             "BAD_AUTH_REPLY": self.bad_auth_reply,
             "UNKNOWN_USER_REPLY": self.unknown_user_reply,
             "CHILDREN": str(self.server_children),
+            "TLS": "ON" if self.tls else "OFF",
+            "TLS_CONFIG": str(self._kamailio_dir() / "tls.cfg"),
+            "HEP": "ON" if self.hep_to else "OFF",
+            "HEP_URI": (f"sip:{self.hep_to}"
+                        + (";transport=tcp" if self.hep_transport == "tcp" else "")
+                        if self.hep_to else ""),
+            "HEP_CAPTURE_ID": str(self.hep_capture_id),
+            "HEP_AUTH_KEY": (f'modparam("siptrace", "auth_key", "{self.hep_auth_key}")'
+                             if self.hep_auth_key else ""),
         }
         for key, value in values.items():
             template = template.replace(f"@@{key}@@", value)
@@ -125,18 +181,24 @@ class KamailioServer:
         kdir = self.tmp / "kamailio"
         (kdir / "run").mkdir(parents=True)
         cfg = kdir / "kamailio.cfg"
+        if self.tls:
+            self._make_certificate(kdir)
         cfg.write_text(self.render_config())
         self.server_log = kdir / "kamailio.log"
         self._kamailio_log = open(self.server_log, "ab")
         self._kamailio = self.server_namespace.popen(
             ["kamailio", "-f", str(cfg), "-DD", "-E", "-P", str(kdir / "kamailio.pid"),
-             "-Y", str(kdir / "run"), "-w", str(kdir), "-m", "32", "-M", "4"],
+             "-Y", str(kdir / "run"), "-w", str(kdir), "-m", "64" if self.tls else "32",
+             "-M", "8" if self.tls else "4"],
             stdin=subprocess.DEVNULL, stdout=self._kamailio_log, stderr=self._kamailio_log,
             start_new_session=True, preexec_fn=_child_setup(os.getpid()))
         self._wait_listening(timeout=15)
 
     def _wait_listening(self, timeout: float) -> None:
-        wanted = {("udp", SERVER_V4), ("udp", SERVER_V6), ("tcp", SERVER_V4), ("tcp", SERVER_V6)}
+        # ss names the socket's protocol: a TLS port is a TCP one.
+        wanted = {("tcp" if proto == "tls" else proto, host, port)
+                  for proto, port in self.server_ports().items()
+                  for host in (SERVER_V4, SERVER_V6)}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._kamailio.poll() is not None:
@@ -146,13 +208,42 @@ class KamailioServer:
             found = set()
             for line in out.splitlines():
                 parts = line.split()
-                if len(parts) >= 5 and parts[4].endswith(f":{SIP_PORT}"):
-                    host = parts[4].rsplit(":", 1)[0].strip("[]")
-                    found.add((parts[0], host))
+                if len(parts) >= 5 and parts[4].rsplit(":", 1)[-1].isdigit():
+                    host, port = parts[4].rsplit(":", 1)
+                    found.add((parts[0], host.strip("[]"), int(port)))
             if wanted <= found:
                 return
             time.sleep(0.05)
-        raise SipLabError(f"kamailio did not listen on port {SIP_PORT} within {timeout} s")
+        raise SipLabError(f"kamailio did not listen on {sorted(wanted - found)} within "
+                          f"{timeout} s")
+
+    def _make_certificate(self, kdir: Path) -> None:
+        """A self-signed certificate for the server's addresses and tls.cfg naming it."""
+        if shutil.which("openssl") is None:
+            raise SipLabError("openssl is not installed (run: make host)")
+        key, cert = kdir / "tls-key.pem", kdir / "tls-cert.pem"
+        result = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", f"/CN={REALM}",
+             "-addext", f"subjectAltName=DNS:{REALM},IP:{SERVER_V4},IP:{SERVER_V6}",
+             "-keyout", str(key), "-out", str(cert)],
+            capture_output=True, text=True, timeout=30)
+        if result.returncode != 0:
+            raise SipLabError(f"openssl could not make the lab's certificate: "
+                              f"{result.stderr.strip()[-500:]}")
+        (kdir / "tls.cfg").write_text(
+            "# fastban lab: Kamailio's TLS settings (rendered by fastban/lab/server.py)\n"
+            "[server:default]\n"
+            "method = TLSv1.2+\n"
+            "verify_certificate = no\n"
+            "require_certificate = no\n"
+            f"private_key = {key}\n"
+            f"certificate = {cert}\n"
+            "\n"
+            "[client:default]\n"
+            "method = TLSv1.2+\n"
+            "verify_certificate = no\n"
+            "require_certificate = no\n")
 
     def _stop_kamailio(self) -> None:
         proc, self._kamailio = self._kamailio, None

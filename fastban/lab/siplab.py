@@ -20,7 +20,7 @@ Topology (every box is a network namespace; the lines are veth pairs)::
        192.168.(50+i).1              | lab.server_iface:
        fd00:(50+i)::1                |   192.0.2.10  2001:db8:2::10
             |                     server                        Kamailio, UDP and TCP 5060,
-       office i (phones)                                        v4 and v6
+       office i (phones)                                        v4 and v6 (+ TLS 5061: tls=True)
        192.168.(50+i).2  fd00:(50+i)::2
 
 The server has ONE interface (`server_iface`) and every client reaches it through the router,
@@ -45,10 +45,18 @@ public address, each phone with its own source port.
         lab.start_scanner(extensions="3000-3099", tool="sipp").wait()  # ScanResult
         with lab.record("server.pcap") as recording: ...      # tcpdump on server_iface
 
+    with SipLab(tls=True, hep_to="127.0.0.1:9060") as lab:   # + hep_transport="tcp"
+        collector = lab.start_hep_collector()                # HepCollector, server namespace
+        lab.register_phone(transport="tls")                    # sipp -> socat relay -> TLS 5061
+        lab.start_attacker(guesses=20, transport="tls").wait()
+        collector.containing(b"SIP/2.0 401")                   # HEPv3 packets, raw bytes
+        lab.tls_connect(0, timeout=2)                          # True: a TLS handshake got through
+
 The lab's parts, each in a module of its own (their public names are all importable from
 here too): the addresses and accounts (fastban/lab/plan.py), Kamailio and the counting at the
 server (server.py), sipp and the counting at the clients (clients.py), the office (office.py),
-the forger and the scanners (attackers.py), recordings (recording.py). SipLab, here, builds
+the forger and the scanners (attackers.py), recordings (recording.py), the TLS relay, bare
+connection attempts and the HEP collector (transports.py). SipLab, here, builds
 the topology, runs the life cycle and starts the clients.
 """
 
@@ -74,12 +82,13 @@ from fastban.lab.plan import (BRIDGE_MAC, DEFAULT_USERS, FORGED_PORTS, FORGER_V4
                               OFFICE_PORTS, PHONE_USER, PHONE_V4, PHONE_V6, REALM,
                               ROUTER_ATTACKER_V4, ROUTER_ATTACKER_V6, ROUTER_PHONE_V4,
                               ROUTER_PHONE_V6, ROUTER_SERVER_V4, ROUTER_SERVER_V6, SERVER_V4,
-                              SERVER_V6, SIP_PORT, SipLabError, _normal,
+                              SERVER_V6, SIP_PORT, TLS_PORT, SipLabError, _normal,
                               _office_gateway_private_addresses, _uri_host, attacker_addresses,
                               office_private_addresses, office_public_addresses)
 from fastban.lab.recording import (FragmentCount, Recorder, Recording, count_fragments,
                                    packets_containing)
 from fastban.lab.server import KamailioServer, ServerMessage, ServerReply, ServerRequest
+from fastban.lab.transports import HepCollector, TlsRelay, Transports
 
 # The lab's public names, wherever they live: `from fastban.lab import siplab` reaches them all.
 __all__ = ["SipLab", "CrackHandle", "CrackResult", "Forger", "ForgeResult", "ScanResult",
@@ -93,10 +102,11 @@ __all__ = ["SipLab", "CrackHandle", "CrackResult", "Forger", "ForgeResult", "Sca
            "ROUTER_SERVER_V6", "SERVER_V4", "SERVER_V6", "SIP_PORT", "SipLabError",
            "attacker_addresses", "office_private_addresses", "office_public_addresses",
            "FragmentCount", "Recording", "count_fragments", "packets_containing",
-           "ServerMessage", "ServerReply", "ServerRequest"]
+           "ServerMessage", "ServerReply", "ServerRequest", "TLS_PORT", "HepCollector",
+           "TlsRelay"]
 
 
-class SipLab(KamailioServer, Recorder, Scanners):
+class SipLab(KamailioServer, Recorder, Scanners, Transports):
     """The namespaces, Kamailio and the clients; all stopped and removed on close.
 
     bad_auth_reply: "401" (default; a wrong password gets a fresh challenge) or "403".
@@ -105,12 +115,19 @@ class SipLab(KamailioServer, Recorder, Scanners):
     knows besides `users`, each with its own random password (lab.users[account]).
     unknown_user_reply: a REGISTER for an account that does not exist is challenged like any
     other ("401", default) or answered 404 ("404": svwar can then tell which accounts exist).
+    tls: the server also serves SIP over TLS on TLS_PORT (5061); clients then take
+    transport="tls" (sipp over TCP to a socat relay in its namespace, see transports.py).
+    hep_to ("127.0.0.1:PORT" or "[::1]:PORT", in the server's namespace), hep_transport ("udp"
+    or "tcp"), hep_auth_key, hep_capture_id: Kamailio mirrors every SIP message it receives or
+    sends as HEPv3 to that collector (see server.py; start_hep_collector listens there).
     """
 
     def __init__(self, attackers: int = 1, bad_auth_reply: str = "401",
                  users: dict[str, str] | None = None, qop: bool = True,
                  server_children: int = 2, office_accounts: int = 100,
-                 unknown_user_reply: str = "401"):
+                 unknown_user_reply: str = "401", tls: bool = False,
+                 hep_to: str | None = None, hep_transport: str = "udp",
+                 hep_auth_key: str | None = None, hep_capture_id: int = 2001):
         if bad_auth_reply not in ("401", "403"):
             raise SipLabError("bad_auth_reply must be '401' or '403'")
         if unknown_user_reply not in ("401", "404"):
@@ -129,6 +146,7 @@ class SipLab(KamailioServer, Recorder, Scanners):
             if not re.fullmatch(r"[A-Za-z0-9._-]+", user + password):
                 raise SipLabError("user names and passwords: letters, digits, '.', '_', '-'")
         self.qop = qop
+        self._configure_server(tls, hep_to, hep_transport, hep_auth_key, hep_capture_id)
         self.server_children = server_children
         self.initial_attackers = attackers
         self.lab = netns.Lab()
@@ -150,7 +168,7 @@ class SipLab(KamailioServer, Recorder, Scanners):
         self.close()
 
     def start(self) -> None:
-        for tool in ("kamailio", "sipp", "ip"):
+        for tool in ("kamailio", "sipp", "ip", *(("socat", "openssl") if self.tls else ())):
             if shutil.which(tool) is None:
                 raise SipLabError(f"{tool} is not installed (run: make host)")
         _sweep_stale_dirs()
@@ -285,8 +303,9 @@ class SipLab(KamailioServer, Recorder, Scanners):
         """A few lines on the lab's layout, for the demo and for failing tests."""
         lines = [
             f"server  {self.server_namespace.name}: {SERVER_V4} {SERVER_V6} on "
-            f"{self.server_iface} (guarded interface), Kamailio UDP+TCP {SIP_PORT}, "
-            f"bad password -> {self.bad_auth_reply}",
+            f"{self.server_iface} (guarded interface), Kamailio UDP+TCP {SIP_PORT}"
+            f"{f' + TLS {TLS_PORT}' if self.tls else ''}, bad password -> {self.bad_auth_reply}"
+            f"{f', HEP to {self.hep_to} over {self.hep_transport}' if self.hep_to else ''}",
             f"router  {self.router_namespace.name}: bridge br0 for the clients",
             f"phone   {self.phone_namespace.name}: {PHONE_V4} {PHONE_V6} (user {PHONE_USER})",
         ]
@@ -353,9 +372,13 @@ class SipLab(KamailioServer, Recorder, Scanners):
               files: dict[str, str] | None = None,
               env: dict[str, str] | None = None) -> _SippProcess:
         """sipp in `ns` from `local` to the server, with one socket for all its calls (-t u1,
-        t1) or one per call (-t un, tn); `files` (name -> text) are written to its directory."""
-        if transport not in ("udp", "tcp"):
-            raise SipLabError("transport must be 'udp' or 'tcp'")
+        t1) or one per call (-t un, tn); `files` (name -> text) are written to its directory.
+        transport "tls": sipp over TCP to a TLS relay in `ns` (started here, stopped with sipp);
+        the scenarios name the transport in Via and Contact with the key [via_transport]."""
+        if transport not in ("udp", "tcp", "tls"):
+            raise SipLabError("transport must be 'udp', 'tcp' or 'tls'")
+        if transport == "tls" and not self.tls:
+            raise SipLabError("transport 'tls' needs a lab with tls=True")
         if not self.server_running():
             raise SipLabError("the SIP server is not running")
         workdir = self._workdir(f"sipp-{Path(scenario).stem}")
@@ -365,20 +388,32 @@ class SipLab(KamailioServer, Recorder, Scanners):
         server = self.server_address(family)
         sockets = ("un" if transport == "udp" else "tn") if socket_per_call else (
             "u1" if transport == "udp" else "t1")
-        args = [f"{_uri_host(server)}:{SIP_PORT}", "-sf", scenario,
-                "-i", local, "-t", sockets,
+        relay = None
+        remote = f"{_uri_host(server)}:{SIP_PORT}"
+        if transport == "tls":
+            relay = self._start_tls_relay(ns, local, family, bound + 5)
+            remote = f"{_uri_host(local)}:{relay.port}"
+        args = [remote, "-sf", scenario,
+                "-i", local, "-t", sockets, "-key", "via_transport", transport.upper(),
                 "-key", "domain", _uri_host(server), "-key", "contact_host", _uri_host(local),
                 "-nostdin", "-timer_resol", "1",
                 "-trace_counts", "-trace_stat", "-stf", "stat.csv", "-fd", "1",
                 "-timeout", f"{int(bound) + 1}s", *extra]
-        client = _SippProcess(ns, workdir, args, bound + 2, env=env)
+        try:
+            client = _SippProcess(ns, workdir, args, bound + 2, env=env, relay=relay)
+        except BaseException:
+            if relay is not None:
+                relay.stop_process()
+            raise
         self._clients.append(client)
         return client
 
     def start_phone(self, count: int = 1, interval: float = 1.0, family: int = 4,
                     transport: str = "udp", user: str = PHONE_USER,
                     password: str | None = None, response_timeout: float = 2.0) -> PhoneHandle:
-        """Starts the phone registering `count` times, one every `interval` seconds."""
+        """Starts the phone registering `count` times, one every `interval` seconds, over
+        `transport` "udp", "tcp" or "tls" (a lab with tls=True: through a relay, see
+        transports.py; the server then sees the relay's source port, not sipp's)."""
         if not 1 <= count <= 100000:
             raise SipLabError("count must be 1..100000")
         interval = max(0.001, float(interval))
@@ -408,8 +443,9 @@ class SipLab(KamailioServer, Recorder, Scanners):
         one sipp loop manages about 100 turns/s at best (sipp's scheduling, not the server);
         a turn whose answer never comes waits response_timeout more, so a banned attacker keeps
         sending. `parallel` runs that many such loops at once from the same address, each with
-        its own Call-ID (requests: parallel * (guesses + 1)). Returns a handle to wait() for or
-        stop()."""
+        its own Call-ID (requests: parallel * (guesses + 1)). transport: "udp", "tcp", or
+        "tls" in a lab with tls=True (one TLS connection, through a relay). Returns a handle
+        to wait() for or stop()."""
         address = self.attacker_address(index, family)
         return self._guess(self._attackers[index], address, address, family, transport,
                            guesses, rate, user, password, response_timeout, method, parallel)
