@@ -1,5 +1,6 @@
-"""Builds the Cython SIP parser (fastban falls back to pure Python when it is absent) and ships
-the BPF sources inside the package, so an installed wheel compiles the same programs."""
+"""Builds the Cython SIP parser and HEP decoder (fastban falls back to pure Python when they are
+absent) and ships the BPF sources inside the package, so an installed wheel compiles the same
+programs."""
 import os
 from pathlib import Path
 
@@ -26,8 +27,9 @@ except ImportError:  # pure-Python install: the fallback parser serves
     ext_modules = []
 else:
     ext_modules = cythonize(
-        [Extension("fastban._sipparser", ["ext/sipparser.pyx"], extra_compile_args=["-O3"])],
+        [Extension(f"fastban._{name}", [f"ext/{name}.pyx"], extra_compile_args=["-O3"])
+         for name in ("sipparser", "hepparser") if os.path.exists(f"ext/{name}.pyx")],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
-    ) if os.path.exists("ext/sipparser.pyx") else []
+    )
 
 setup(ext_modules=ext_modules, cmdclass={"build_py": BuildPyWithBpf})

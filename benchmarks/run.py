@@ -34,6 +34,7 @@ def run_part(part: str, quick: bool) -> dict:
     if part == "parser":
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                str(HERE / "test_parser_bench.py"), str(HERE / "test_rules_bench.py"),
+               str(HERE / "test_hep_bench.py"),
                "--benchmark-only", f"--benchmark-json={RESULTS / 'parser_raw.json'}"]
         if quick:
             cmd += ["--benchmark-max-time=0.2", "--benchmark-min-rounds=3"]
@@ -181,7 +182,13 @@ def _parser_rows(rows):
                 rows.append((f"Parser {name}", f"{_fmt(row['responses_per_s'])} responses/s",
                              target, met))
         for name, row in p.items():
-            if "parse" not in name:
+            if name.startswith("test_hep_") and row.get("messages_per_second"):
+                target = ">= 500k/s" if name == "test_hep_decode_and_parse_batch[cython]" else ""
+                met = row["messages_per_second"] >= 500_000 if target else None
+                rows.append((f"HEP {name[len('test_hep_'):]}",
+                             f"{_fmt(row['messages_per_second'])} messages/s", target, met))
+        for name, row in p.items():
+            if "parse" not in name and not name.startswith("test_hep_"):
                 units = [k for k in row if k.endswith("_per_second")]
                 figure = (" ".join(f"{_fmt(row[k])} {k.replace('_per_second', '')}/s"
                                    for k in units) or f"{_fmt(row['ops_per_s'])} ops/s")

@@ -42,9 +42,11 @@ def kernel():
         pytest.skip(reason)
 
 
-# Importing one of these is touching SIP parsing: the parser itself, or `fastban run` started
-# as a child process (it inherits FASTBAN_PURE_PYTHON).
+# Importing one of these is touching SIP parsing: the parser itself, the HEP decoder (compiled
+# too, with a pure-Python twin), or `fastban run` started as a child process (it inherits
+# FASTBAN_PURE_PYTHON).
 PARSING_MODULES = {"fastban.sip", "fastban.sip_pure", "fastban._sipparser",
+                   "fastban.hep", "fastban.hep_pure", "fastban._hepparser",
                    "fastban.lab.guard_process"}
 
 

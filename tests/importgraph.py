@@ -13,7 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "fastban"
 # compiled modules: their source is not Python, and they import no fastban module
-EXTENSIONS = {"fastban._sipparser": ROOT / "ext" / "sipparser.pyx"}
+EXTENSIONS = {"fastban._sipparser": ROOT / "ext" / "sipparser.pyx",
+              "fastban._hepparser": ROOT / "ext" / "hepparser.pyx"}
 
 
 def module_name(path: Path) -> str:
