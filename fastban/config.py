@@ -81,6 +81,16 @@ class Settings:
     edge_name: str = ""            # empty: the host's name
     fleet_counting: bool = False   # failures seen by all the edges count toward maxretry
     fleet_min_prefix: tuple = (24, 48)   # the broadest fleet ban: IPv4, IPv6 prefix lengths
+    # HEPv3 from the SIP server itself (fastban.hep_input): TLS, TCP and WebSocket servers
+    hep_listen: str = ""           # UDP and TCP, e.g. "127.0.0.1:9060"; empty: no HEP input
+    hep_auth_key: str = ""         # when set, HEP chunk 0x0e must carry it
+    hep_senders: tuple = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    hep_server_ports: tuple = ()   # the server's ports in HEP; empty: sip_ports and 5061
+    hep_server_addresses: tuple = ()   # the server's addresses in HEP; empty: any
+
+    @property
+    def effective_hep_server_ports(self) -> tuple:
+        return self.hep_server_ports or tuple(dict.fromkeys((*self.sip_ports, 5061)))
 
     @property
     def effective_ban_ports(self) -> tuple:
@@ -311,6 +321,12 @@ def _prefixes(name, raw):
     return tuple(values)
 
 
+def _secret(name, raw):
+    if not isinstance(raw, str) or len(raw.encode()) > 1024 or "\0" in raw:
+        _fail(name, "text of at most 1024 bytes", "(hidden)" if isinstance(raw, str) else raw)
+    return raw
+
+
 VALIDATORS = {
     "maxretry": _int(1),
     "findtime": _int(1),
@@ -346,6 +362,11 @@ VALIDATORS = {
     "edge_name": _optional_label,
     "fleet_counting": _bool,
     "fleet_min_prefix": _prefixes,
+    "hep_listen": _listen(allow_empty=True),
+    "hep_auth_key": _secret,
+    "hep_senders": _networks,
+    "hep_server_ports": _ports(allow_empty=True),
+    "hep_server_addresses": _networks,
 }
 assert set(VALIDATORS) == set(KEYS)
 

@@ -15,6 +15,12 @@ written but the objects passed in.
 
 While a source is banned its messages are skipped: the kernel drops its requests, so the
 server answers none (a recording made without fastban still holds them).
+
+HEP segments (protocol "hep", fastban.hep_feed: the server's own copy of each message, TLS
+and WebSocket ones included) take the same path. Their server side is told by
+``hep_server_ports`` (and ``hep_server_addresses`` when set) instead of ``sip_ports``. With
+HEP on (``hep_listen``, or ``deduplicate``), a message both the wire and HEP carry counts once
+(fastban.duplicates).
 """
 
 from __future__ import annotations
@@ -22,12 +28,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastban.decisions import BanDecision
+from fastban.duplicates import Duplicates
 from fastban.rules import FailureRules
 from fastban.streams import MessageReader
 
 # Sources whose ban count (for escalation) is remembered; past it the least recently banned
 # is forgotten and would start again at the base bantime.
 BAN_HISTORY_CAP = 1_000_000
+
+
+def _within(address, networks) -> bool:
+    return any(address in network for network in networks)
 
 
 @dataclass(frozen=True)
@@ -60,24 +71,38 @@ class BanHistory:
 
 
 class Detector:
-    def __init__(self, settings, history: BanHistory | None = None):
+    def __init__(self, settings, history: BanHistory | None = None, *,
+                 deduplicate: bool | None = None):
         self.settings = settings
         self.rules = FailureRules(settings.rule_settings())
         self.reader = MessageReader()
         self.history = history or BanHistory()
-        self._sip_ports = frozenset(settings.sip_ports)
+        self._ports(settings)
+        self.duplicates = None
+        if settings.hep_listen if deduplicate is None else deduplicate:
+            self.deduplicate()
         self._banned: dict[int, float] = {}       # source key -> banned until
         # Challenges in messages the kernel did not read (a later message of a TCP segment):
         # (peer, Call-ID, time), for the guard to mark in the kernel.
         self.unread_challenges: list = []
         self.stats = {"responses": 0, "requests": 0, "skipped_while_banned": 0,
-                      "wrong_direction": 0}
+                      "wrong_direction": 0, "duplicates": 0, "hep_messages": 0}
+
+    def _ports(self, settings) -> None:
+        self._sip_ports = frozenset(settings.sip_ports)
+        self._hep_ports = frozenset(settings.effective_hep_server_ports)
+        self._hep_addresses = settings.hep_server_addresses
+
+    def deduplicate(self) -> None:
+        """From now on a message seen twice (wire and HEP) counts once."""
+        if self.duplicates is None:
+            self.duplicates = Duplicates()
 
     def reconfigure(self, settings) -> bool:
         """New settings (SIGHUP); returns False when the rules had to start again (their
         structure changed: ipv6_ban_prefix or a cap), True when the counts were kept."""
         self.settings = settings
-        self._sip_ports = frozenset(settings.sip_ports)
+        self._ports(settings)
         try:
             self.rules.reconfigure(settings.rule_settings())
         except ValueError:
@@ -88,20 +113,25 @@ class Detector:
     def segment(self, now: float, segment) -> list[Verdict]:
         """One TCP/UDP segment at time ``now`` (seconds, the packet's time)."""
         verdicts = self._expire_until(now)
-        ports = self._sip_ports
+        hep = segment.protocol == "hep"
+        ports = self._hep_ports if hep else self._sip_ports
+        stats, duplicates = self.stats, self.duplicates
         for message, first in self.reader.read(segment):
             if message.is_response:
-                if segment.sport not in ports:
-                    self.stats["wrong_direction"] += 1
-                    continue
-                self.stats["responses"] += 1
-                peer = segment.dst
+                server, port, peer = segment.src, segment.sport, segment.dst
             else:
-                if segment.dport not in ports:
-                    self.stats["wrong_direction"] += 1
-                    continue
-                self.stats["requests"] += 1
-                peer = segment.src
+                server, port, peer = segment.dst, segment.dport, segment.src
+            if port not in ports or (hep and self._hep_addresses and (
+                    not _within(server, self._hep_addresses) or
+                    _within(peer, self._hep_addresses))):
+                stats["wrong_direction"] += 1
+                continue
+            stats["responses" if message.is_response else "requests"] += 1
+            if hep:
+                stats["hep_messages"] += 1
+            if duplicates is not None and duplicates.seen(now, peer, message):
+                stats["duplicates"] += 1
+                continue
             if self._banned and self._skip_banned(peer, now):
                 continue
             if not first and message.is_response and message.status in (401, 407):

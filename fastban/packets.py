@@ -55,7 +55,7 @@ class Segment:
     dst: IPAddress
     sport: int
     dport: int
-    protocol: str           # "udp" | "tcp"
+    protocol: str           # "udp" | "tcp" | "hep" (one whole message, from fastban.hep_feed)
     payload: bytes          # as captured (it may stop short of payload_len)
     payload_len: int        # payload bytes on the wire (of the whole datagram for a fragment)
     tcp_seq: int = 0

@@ -19,6 +19,12 @@ Uses the same settings and the same code as the live guard from the segment on
 * A ban is simulated: messages of a banned source are skipped while the ban lasts (the live
   guard would have dropped its requests), with escalation when ``bantime_increment`` is set.
 
+* HEPv3 packets (UDP or TCP, to the port of ``hep_listen``, else 9060) are taken as the live
+  HEP input takes them (fastban.hep_feed: the same senders, key and decoder) and go to the
+  same detection path; a capture of a Homer feed is a dry run of the guard on a TLS server.
+  From the first one on, a message both the wire and HEP carry counts once, as live. TCP
+  streams of HEP are read in capture order.
+
 The live capture copies only what the rules can use (see fastban.rules, "What the kernel must
 show"); the rest of a recording is read here and changes no decision.
 """
@@ -30,10 +36,12 @@ from dataclasses import dataclass, field
 
 from fastban import packets
 from fastban.clock import iso
-from fastban.config import Settings
+from fastban.config import Settings, parse_listen
 from fastban.detection import Detector, Verdict
+from fastban.hep_feed import HEP_MAGIC, HepFeed
 
 _MAXSNAP = 262144
+DEFAULT_HEP_PORT = 9060
 
 
 class ReplayError(Exception):
@@ -76,6 +84,8 @@ class ReplayResult:
     later_fragments: int = 0      # IP fragments past the first (no header in them)
     undecodable: int = 0          # not IP/UDP/TCP, or an unsupported link type
     skipped_banned: int = 0       # messages of a source while it was banned
+    hep: dict = field(default_factory=dict)      # fastban.hep_feed figures, when HEP was read
+    duplicates: int = 0           # messages both the wire and HEP carried, counted once
     first_timestamp: float | None = None
     last_timestamp: float | None = None
     bans: list = field(default_factory=list)
@@ -103,6 +113,10 @@ class ReplayResult:
             "truncated_unusable": self.reader.get("truncated_unusable", 0),
             "undecodable": self.undecodable,
             "skipped_while_banned": self.skipped_banned, "failures": self.failures,
+            "hep_packets": self.hep.get("received", 0),
+            "hep_messages": self.hep.get("messages", 0),
+            "hep_rejected": self.hep.get("rejected", 0),
+            "duplicates_skipped": self.duplicates,
             "failures_proven": self.rules.get("failures_proven", 0),
             "logins": self.rules.get("logins", 0),
             "bans": len(self.bans),
@@ -184,6 +198,31 @@ def replay(path, settings: Settings | None = None, *, final_expire: bool = True,
             if on_ban is not None:
                 on_ban(ban)
 
+    hep_port = parse_listen(settings.hep_listen)[1] if settings.hep_listen else DEFAULT_HEP_PORT
+    feed, hep_streams = HepFeed(settings), {}
+
+    def hep(segment) -> list:
+        """The segments of the HEP packets a captured segment carries."""
+        detector.deduplicate()
+        if segment.protocol == "udp":
+            found = feed.datagram(segment.payload, str(segment.src))
+            return [] if found is None else [found]
+        flow = (segment.src, segment.sport, segment.dst, segment.dport)
+        if flow not in hep_streams:
+            if not feed.allowed(str(segment.src)):
+                feed.refuse("sender")
+                hep_streams[flow] = None
+                return []
+            hep_streams[flow] = bytearray()
+        buffer = hep_streams[flow]
+        if buffer is None:
+            return []
+        buffer += segment.payload
+        found, framed = feed.stream(buffer)
+        if not framed:
+            hep_streams[flow] = None
+        return found
+
     reader = open_capture(path)
     now = None
     try:
@@ -204,6 +243,12 @@ def replay(path, settings: Settings | None = None, *, final_expire: bool = True,
             if segment is None:
                 result.undecodable += 1
                 continue
+            if segment.dport == hep_port and segment.payload and (
+                    segment.payload[:4] == HEP_MAGIC or segment.protocol == "tcp" and
+                    (segment.src, segment.sport, segment.dst, segment.dport) in hep_streams):
+                for message in hep(segment):
+                    record(detector.segment(now, message))
+                continue
             if not segment.payload or (segment.sport not in sip_ports and
                                        segment.dport not in sip_ports):
                 continue
@@ -219,6 +264,9 @@ def replay(path, settings: Settings | None = None, *, final_expire: bool = True,
     result.sip_responses = detector.stats["responses"]
     result.sip_requests = detector.stats["requests"]
     result.skipped_banned = detector.stats["skipped_while_banned"]
+    result.duplicates = detector.stats["duplicates"]
+    if feed.stats["received"]:
+        result.hep = feed.figures()
     return result
 
 
@@ -242,7 +290,11 @@ def format_text(result: ReplayResult, settings: Settings) -> str:
                        ("truncated", "cut-off messages read"),
                        ("truncated_unusable", "cut-off messages without Call-ID or CSeq"),
                        ("undecodable", "packets not IP/UDP/TCP"),
-                       ("skipped_while_banned", "messages of banned sources skipped")):
+                       ("skipped_while_banned", "messages of banned sources skipped"),
+                       ("hep_messages", "SIP messages from HEP"),
+                       ("hep_rejected", "HEP packets refused"),
+                       ("duplicates_skipped", "messages both on the wire and in HEP, "
+                                              "counted once")):
         if s[key]:
             details.append(f"{s[key]} {label}")
     r = result.rules

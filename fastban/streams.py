@@ -64,8 +64,9 @@ class MessageReader:
         self.stats = dict.fromkeys(STAT_KEYS, 0)
 
     def read(self, segment) -> list[tuple[object, bool]]:
-        """The messages of one segment (Segment or CapturedPacket), each with ``first``."""
-        if segment.protocol == "udp":
+        """The messages of one segment (Segment or CapturedPacket), each with ``first``. A
+        HEP segment (protocol "hep") holds one whole message, like a datagram."""
+        if segment.protocol != "tcp":
             return self._datagram(segment)
         return self._tcp(segment)
 

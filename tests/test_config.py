@@ -129,6 +129,13 @@ def test_ban_ports(tmp_path):
     ("fleet_min_prefix", [24], "fleet_min_prefix: must be the IPv4 and the IPv6 prefix length"),
     ("fleet_min_prefix", [33, 48], "fleet_min_prefix: must be the IPv4 and the IPv6 prefix"),
     ("fleet_min_prefix", [24, True], "fleet_min_prefix: must be the IPv4 and the IPv6 prefix"),
+    ("hep_listen", "9060", 'hep_listen: must be an IP address and port'),
+    ("hep_listen", "localhost:9060", 'hep_listen: must be an IP address and port'),
+    ("hep_auth_key", 42, "hep_auth_key: must be text of at most 1024 bytes, got 42"),
+    ("hep_auth_key", "k" * 1025, 'hep_auth_key: must be text of at most 1024 bytes, got "(hidden)"'),
+    ("hep_senders", "127.0.0.1 somewhere", 'hep_senders: "somewhere" is not an IP address'),
+    ("hep_server_ports", [5061, 70000], "hep_server_ports: must be a list of port numbers"),
+    ("hep_server_addresses", "192.0.2.300", 'hep_server_addresses: "192.0.2.300" is not an IP'),
     ("colour", "blue", "colour: unknown setting"),
 ])
 def test_every_setting_is_validated(key, value, message):
@@ -145,6 +152,20 @@ def test_fleet_settings():
     assert (s.fleet_name, s.edge_name, s.fleet_min_prefix) == ("pbx-eu", "edge-a", (16, 32))
     for url in ("unix:///run/redis/redis.sock?db=1", "redis://[::1]:6379"):
         assert load_settings(overrides={"fleet_redis": url}).fleet_redis == url
+
+
+def test_hep_settings():
+    assert DEFAULTS.hep_listen == "" and [str(n) for n in DEFAULTS.hep_senders] == \
+        ["127.0.0.0/8", "::1/128"]
+    assert DEFAULTS.effective_hep_server_ports == (5060, 5061)
+    s = load_settings(overrides={"hep_listen": "[::1]:9060", "hep_auth_key": "k3y",
+                                 "hep_senders": "10.0.0.5", "sip_ports": [5080],
+                                 "hep_server_addresses": "192.0.2.10 2001:db8::10"})
+    assert (s.hep_listen, s.hep_auth_key, s.effective_hep_server_ports) == \
+        ("[::1]:9060", "k3y", (5080, 5061))
+    assert [str(n) for n in s.hep_server_addresses] == ["192.0.2.10/32", "2001:db8::10/128"]
+    assert load_settings(overrides={"hep_server_ports": "5061 443"}).effective_hep_server_ports \
+        == (5061, 443)
 
 
 def test_every_key_has_a_validation_case():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import struct
 
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
@@ -270,3 +271,48 @@ def random_addresses(n, seed=7, v6=False):
         return [str(ipaddress.IPv6Address((0x20010db8 << 96) | rnd.getrandbits(96)))
                 for _ in range(n)]
     return [str(ipaddress.IPv4Address((203 << 24) | rnd.getrandbits(24))) for _ in range(n)]
+
+
+# -- HEPv3 ------------------------------------------------------------------------------------
+
+HEP_COLLECTOR = ("127.0.0.1", 9060)
+
+
+def hep_chunk(kind: int, data: bytes, vendor: int = 0) -> bytes:
+    return struct.pack("!HHH", vendor, kind, 6 + len(data)) + data
+
+
+def hep3(payload: bytes, src: str, dst: str, sport: int, dport: int, *, t: float = T0,
+         ip_proto: int = 17, capture_id: int = 2001, auth_key: bytes | None = None) -> bytes:
+    """A HEPv3 packet as Kamailio's siptrace builds one (siptrace_hep.c: family, protocol,
+    addresses, ports, time, protocol type SIP, capture id, key, payload)."""
+    v6 = ":" in src
+    family = struct.pack("!B", 10 if v6 else 2)
+    pack = ipaddress.ip_address
+    chunks = [hep_chunk(1, family), hep_chunk(2, struct.pack("!B", ip_proto)),
+              hep_chunk(5 if v6 else 3, pack(src).packed), hep_chunk(6 if v6 else 4, pack(dst).packed),
+              hep_chunk(7, struct.pack("!H", sport)), hep_chunk(8, struct.pack("!H", dport)),
+              hep_chunk(9, struct.pack("!I", int(t))),
+              hep_chunk(10, struct.pack("!I", int(round((t - int(t)) * 1e6)) % 1_000_000)),
+              hep_chunk(11, b"\x01"), hep_chunk(12, struct.pack("!I", capture_id))]
+    if auth_key is not None:
+        chunks.append(hep_chunk(14, auth_key))
+    chunks.append(hep_chunk(15, payload))
+    body = b"".join(chunks)
+    return b"HEP3" + struct.pack("!H", 6 + len(body)) + body
+
+
+def as_hep(trace: Trace, *, sender: str = HEP_COLLECTOR[0], collector=HEP_COLLECTOR,
+           delay: float = 0.001, ip_proto: int = 6, auth_key: bytes | None = None,
+           keep_wire: bool = False, transport: str = "udp") -> Trace:
+    """The trace as the server's HEP feed: each message a HEP datagram from ``sender`` to
+    the collector, ``delay`` after it crossed the wire (the wire packets too, with
+    ``keep_wire``; then both are UDP). ip_proto 6: what siptrace says for TCP and TLS.
+    ``transport`` "tcp": HEP over one TCP connection."""
+    feed = Trace(server=trace.server, port=trace.port, transport=transport)
+    if keep_wire:
+        feed.packets = list(trace.packets)
+    for t, src, dst, sport, dport, payload in trace.packets:
+        feed.add(t + delay, sender, collector[0], 40000, collector[1],
+                 hep3(payload, src, dst, sport, dport, t=t, ip_proto=ip_proto, auth_key=auth_key))
+    return feed
