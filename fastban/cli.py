@@ -72,10 +72,11 @@ def _user_errors() -> tuple[tuple, tuple]:
     from fastban.config import ConfigError
     from fastban.dataplane import DataPlaneError
     from fastban.guard import GuardError
+    from fastban.hep_input import HepInputError
     from fastban.replay import ReplayError
     return ((ConfigError, ReplayError),
             (CommandError, GuardError, control.ControlError, state.StateError, DataPlaneError,
-             AbiError))
+             AbiError, HepInputError))
 
 
 def _missing_module(prefix: str, error: ModuleNotFoundError) -> int:

@@ -19,13 +19,14 @@ import time
 from collections import Counter, deque
 from typing import Callable
 
-from fastban import sip, state
+from fastban import state
 from fastban.banlist import FOUND_IN_MAP, ban_rows, kernel_bans, rows_later
 from fastban.clock import expiry_to_monotonic_ns, expiry_to_wall, iso
 from fastban.dataplane import BanTableFull
 from fastban.decisions import (ORIGIN_FLEET_COUNT, ORIGIN_HAND, ORIGIN_KERNEL_MAP, ORIGIN_SIP,
                                ORIGIN_WEB_LOGIN, describe_failures)
 from fastban.detection import BanHistory, Detector, Verdict
+from fastban.guard_stats import guard_stats
 from fastban.handbans import GuardError, as_network, hand_ban, hand_reason
 from fastban.histogram import Histogram
 from fastban.state import BanRecord
@@ -178,6 +179,20 @@ class Guard:
                     self.ban_latency.observe((self.monotonic_ns() - packet.ktime_ns) / 1e9)
         if detector.unread_challenges:
             self._mark_unread_challenges(offset)
+        if self.rules.trust_reports:
+            self._save_trust()
+        if self.rules.counted:
+            self._share_failures()
+        return new_bans
+
+    def handle_hep(self, received: list) -> list[BanRecord]:
+        """Runs HEP messages (fastban.hep_input: (arrival wall time, segment), in order)
+        through the same detection path, and bans; returns new bans."""
+        detector, new_bans = self.detector, []
+        for now, segment in received:
+            for verdict in detector.segment(now, segment):
+                if (record := self.ban_decided(verdict)):
+                    new_bans.append(record)
         if self.rules.trust_reports:
             self._save_trust()
         if self.rules.counted:
@@ -444,43 +459,7 @@ class Guard:
         return [list(sample) for sample in self.samples]
 
     def stats(self) -> dict:
-        counters = self.dataplane.counters()
-        rules, reader = self.rules.stats, self.detector.reader.stats
-        return {
-            "packets_seen": counters.get("seen", 0),
-            "packets_passed": counters.get("passed", 0),
-            "packets_dropped": counters.get("dropped", 0),
-            "sip_packets_examined": counters.get("capture_examined", 0),
-            "packets_captured": counters.get("captured", 0),
-            "captured_by_reason": dict(self.copied_by_reason),
-            "requests_captured": counters.get("capture_requests", 0),
-            "captured_unsure": counters.get("capture_unsure", 0),
-            "events_lost": counters.get("capture_lost", 0),
-            "sip_messages": reader["messages"],
-            "responses_parsed": rules["responses_seen"],
-            "requests_parsed": rules["requests_seen"],
-            "malformed_skipped": reader["malformed"],
-            "fragments": reader["fragments"],
-            "truncated": reader["truncated"],
-            "truncated_unusable": reader["truncated_unusable"],
-            "challenges_seen": rules["challenges"],
-            "failures_counted": rules["failures"],
-            "failures_proven": rules["failures_proven"],
-            "unproven_of_trusted": rules["unproven_of_trusted"],
-            "logins": rules["logins"],
-            "trusted_sources": self.rules.trusted_sources,
-            "challenges_open": self.rules.open_challenges,
-            "bans_active": len(self.state.bans),
-            "bans_total": self.counts["bans_total"],
-            "bans_refused": self.counts["bans_refused"],
-            "unbans_total": self.counts["unbans_total"],
-            "bans_by_origin": dict(self.bans_by_origin),
-            "failures_web_login": rules["failures_web_login"],
-            "whitelisted": counters.get("whitelisted", 0),
-            "ban_latency": self.ban_latency.to_wire(),
-            "parser": sip.IMPLEMENTATION,
-            "rule_counts": dict(rules),        # what `fastban replay` reports as "rules"
-        }
+        return guard_stats(self)
 
 
 def _ktime(packet) -> int:

@@ -2,7 +2,8 @@
 
 One thread waits on the capture (perf buffer) and hands each batch of captured packets to the
 guard straight away, so a ban reaches the kernel map as soon as the response that crossed the
-threshold is read. The control socket is served from a second thread; both take one lock.
+threshold is read. The control socket is served from a second thread, the HEP input
+(``hep_listen``, fastban.hep_input) from a third; all take one lock.
 
 SIGTERM and SIGINT stop the service; the programs stay attached and the bans stay enforced
 unless `detach_on_exit`. SIGHUP reloads the settings file.
@@ -22,6 +23,7 @@ from fastban.config import load_settings
 from fastban.dataplane import DataPlane
 from fastban.fleet.edge import start_fleet
 from fastban.guard import Guard, GuardError
+from fastban.hep_input import HepInput
 
 log = logging.getLogger("fastban")
 
@@ -48,6 +50,8 @@ class Service:
         self.settings, self.iface = settings, iface
         self.config_path, self.overrides = config_path, overrides or {}
         self.detach_on_exit = detach_on_exit
+        # Bound first: a taken address ends the start before anything is attached.
+        self.hep = HepInput(settings, self._hep_received) if settings.hep_listen else None
         self.dataplane = DataPlane(iface, capacity=settings.map_capacity,
                                    sip_ports=settings.sip_ports,
                                    capture=settings.capture_direction,
@@ -79,6 +83,9 @@ class Service:
                 figures = {**self.guard.stats(), "iface": self.iface, "xdp_mode": self.mode}
                 if self.fleet is not None:
                     figures["fleet"] = self.fleet.stats()
+                if self.hep is not None:
+                    figures["hep"] = self.hep.figures()
+                    figures["hep_rejected"] = figures["hep"]["rejected"]
                 return figures
             if op == "ban":
                 record = self.guard.ban(request["target"], request.get("duration"),
@@ -112,6 +119,10 @@ class Service:
         signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
         self.server.start()
         self.fleet = start_fleet(self.settings, self.guard, self.lock)
+        if self.hep is not None:
+            self.hep.start()
+            log.info("HEP input on %s (UDP and TCP), from %s", self.settings.hep_listen,
+                     " ".join(map(str, self.settings.hep_senders)) or "no one")
         tune_gc()
         s = self.settings
         log.info("guarding %s (XDP %s): ban after %d failures within %d s for %d s; "
@@ -135,6 +146,11 @@ class Service:
         finally:
             self.shutdown()
 
+    def _hep_received(self, received: list) -> None:
+        """A batch of the HEP input (its thread)."""
+        with self.lock:
+            self.guard.handle_hep(received)
+
     def reload(self) -> None:
         """SIGHUP: the settings file again."""
         with self.lock:
@@ -153,12 +169,18 @@ class Service:
         if any(getattr(settings, key) != getattr(self.settings, key) for key in fleet):
             log.warning("the fleet settings changed: they apply when fastban run restarts")
         self.guard.reload(settings)
+        if self.hep is not None:
+            self.hep.reconfigure(settings)
+        elif settings.hep_listen:
+            log.warning("hep_listen is set: the HEP input starts when fastban run restarts")
         self.settings = settings
 
     def shutdown(self) -> None:
         self.server.stop()
         if self.fleet is not None:
             self.fleet.stop()
+        if self.hep is not None:
+            self.hep.stop()
         with self.lock:
             self.guard.save()
         if self.detach_on_exit:

@@ -462,6 +462,26 @@ def test_a_guard_in_a_fleet_exposes_the_fleet_links_figures():
     assert _samples(down["fastban_fleet_lag_seconds"]) == {("fastban_fleet_lag_seconds", ()): 0}
 
 
+def test_a_guard_with_hep_input_exposes_its_figures():
+    hep = {"listen": "127.0.0.1:9060", "connections": 2, "received": 1000, "messages": 990,
+           "rejected": 10, "rejected_sender": 6, "rejected_auth_key": 3,
+           "rejected_truncated": 1, "rejected_oversize": 0}
+    scraped = {family.name: family for family in families({**STATS, "hep": hep,
+                                                           "duplicates_skipped": 400})}
+    assert _samples(scraped["fastban_hep_messages"]) == {("fastban_hep_messages_total", ()): 990}
+    assert _samples(scraped["fastban_hep_received"]) == {("fastban_hep_received_total", ()): 1000}
+    rejected = _samples(scraped["fastban_hep_rejected"])
+    assert rejected[("fastban_hep_rejected_total", (("reason", "sender"),))] == 6
+    assert rejected[("fastban_hep_rejected_total", (("reason", "auth_key"),))] == 3
+    assert rejected[("fastban_hep_rejected_total", (("reason", "oversize"),))] == 0
+    assert sum(rejected.values()) == hep["rejected"]
+    assert scraped["fastban_hep_connections"].type == "gauge"
+    assert _samples(scraped["fastban_duplicates_skipped"]) == \
+        {("fastban_duplicates_skipped_total", ()): 400}
+    assert not any(name.startswith("fastban_hep") for name in
+                   {family.name for family in families(STATS)})
+
+
 def test_families_without_a_ban_latency_still_yields_an_empty_histogram():
     stats = {k: v for k, v in STATS.items() if k != "ban_latency"}
     latency = [f for f in families(stats) if f.name == "fastban_ban_latency_seconds"]

@@ -41,6 +41,8 @@ COUNTERS = (
     ("fastban_web_login_failures", "failures_web_login", "Wrong passwords on the web page."),
     ("fastban_unbans", "unbans_total", "Bans lifted by hand."),
     ("fastban_bans_refused", "bans_refused", "Bans refused because the kernel table was full."),
+    ("fastban_duplicates_skipped", "duplicates_skipped",
+     "SIP messages both the wire and HEP carried, counted once."),
 )
 GAUGES = (
     ("fastban_bans_active", "bans_active", "Bans in force."),
@@ -94,6 +96,25 @@ def families(stats: dict):
         sum_value=latency["sum"])
     if stats.get("fleet"):
         yield from fleet_families(stats["fleet"])
+    if stats.get("hep"):
+        yield from hep_families(stats["hep"])
+
+
+def hep_families(hep: dict):
+    """The HEP input's figures (fastban stats: hep), when hep_listen is set."""
+    yield CounterMetricFamily("fastban_hep_received", "HEP packets received, taken or refused.",
+                              value=hep.get("received", 0))
+    yield CounterMetricFamily("fastban_hep_messages", "SIP messages taken from HEP.",
+                              value=hep.get("messages", 0))
+    rejected = CounterMetricFamily("fastban_hep_rejected", "HEP packets refused, by reason: a "
+                                   "sender not in hep_senders, a wrong key, a damaged packet.",
+                                   labels=["reason"])
+    for key in sorted(hep):           # every reason is in the figures, 0 or not
+        if key.startswith("rejected_"):
+            rejected.add_metric([key[len("rejected_"):]], hep[key])
+    yield rejected
+    yield GaugeMetricFamily("fastban_hep_connections", "HEP senders connected over TCP.",
+                            value=hep.get("connections", 0))
 
 
 FLEET_COUNTERS = (
