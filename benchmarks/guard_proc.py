@@ -9,7 +9,7 @@ append each:
 Prints "ready" once attached; on SIGTERM stops, detaches and writes the records as JSON.
 
     python -m benchmarks.guard_proc IFACE WORKDIR [--maxretry N] [--xdp-mode native]
-        [--fleet-redis URL [--fleet-counting]]
+        [--fleet-redis URL [--fleet-counting]] [--hep-listen 127.0.0.1:9060]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> int:
     parser.add_argument("--capacity", type=int, default=1_048_576)
     parser.add_argument("--fleet-redis", default="")
     parser.add_argument("--fleet-counting", action="store_true")
+    parser.add_argument("--hep-listen", default="")
     args = parser.parse_args()
 
     from fastban.config import load_settings
@@ -45,7 +46,7 @@ def main() -> int:
         "control_socket": os.path.join(args.workdir, "control.sock"),
         "map_capacity": args.capacity, "xdp_mode": args.xdp_mode,
         "fleet_redis": args.fleet_redis, "fleet_counting": args.fleet_counting,
-        "fleet_name": "bench", "edge_name": "edge-rate",
+        "fleet_name": "bench", "edge_name": "edge-rate", "hep_listen": args.hep_listen,
     })
     service = Service(settings, args.iface, detach_on_exit=True)
     dp = service.dataplane
