@@ -34,7 +34,7 @@ from benchmarks.time_to_ban import _ipv4_udp_header
 
 HEP_PORT = 9060
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1").packed
-RATES = (10_000, 20_000, 50_000, 80_000, 100_000, 150_000, 200_000)
+RATES = (10_000, 20_000, 30_000, 40_000, 50_000, 70_000, 100_000, 150_000, 200_000)
 
 
 def _hep_chunk(kind: int, data: bytes) -> bytes:
@@ -58,16 +58,51 @@ def write_frames(path: Path) -> None:
     with open(path, "wb") as f:
         for n in range(FRAMES):
             dst = POOL.network_address + 1 + n // MAXRETRY
-            sip = (f"SIP/2.0 403 Forbidden\r\n"
-                   f"Via: SIP/2.0/TLS {dst}:5061;branch=z9hG4bK-{n};rport=40000;received={dst}\r\n"
-                   f"From: <sip:100@{SRV_IP}>;tag=f{n}\r\nTo: <sip:100@{SRV_IP}>;tag=t{n}\r\n"
-                   f"Call-ID: hep-{n}\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
-                   ).encode()
-            payload = hep_packet(sip, dst, n)
+            payload = hep_packet(_sip(n, dst), dst, n)
             header = _ipv4_udp_header(LOOPBACK, LOOPBACK, len(payload), zero, zero)
             header = header[:-6] + struct.pack("!H", HEP_PORT) + header[-4:]
             frame = header + payload
             f.write(struct.pack("<H", len(frame)) + frame)
+
+
+def _sip(n: int, dst) -> bytes:
+    return (f"SIP/2.0 403 Forbidden\r\n"
+            f"Via: SIP/2.0/TLS {dst}:5061;branch=z9hG4bK-{n};rport=40000;received={dst}\r\n"
+            f"From: <sip:100@{SRV_IP}>;tag=f{n}\r\nTo: <sip:100@{SRV_IP}>;tag=t{n}\r\n"
+            f"Call-ID: hep-{n}\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def stage_costs(count: int = 50_000) -> dict:
+    """µs per message of the HEP path's stages alone, no kernel: checking and decoding
+    (HepFeed.datagram), then Guard.handle_hep (the detection path and the rules), with
+    hep_listen set (duplicates checked), beside the wire path's Guard.handle_packets of
+    benchmarks.controller_rate, in the same run."""
+    from benchmarks.controller_rate import _NullDataPlane, stage_costs as wire_costs
+    from fastban import sip
+    from fastban.config import load_settings
+    from fastban.guard import Guard
+    from fastban.hep_feed import HepFeed
+
+    with tempfile.TemporaryDirectory(prefix="fbhepcost-") as workdir:
+        settings = load_settings(overrides={
+            "maxretry": GUARD_MAXRETRY, "hep_listen": f"127.0.0.1:{HEP_PORT}",
+            "state_file": os.path.join(workdir, "state.msgpack")})
+        datagrams = [hep_packet(_sip(n, POOL.network_address + 1 + n // MAXRETRY),
+                                POOL.network_address + 1 + n // MAXRETRY, n)
+                     for n in range(count)]
+        feed, guard = HepFeed(settings), Guard(settings, _NullDataPlane())
+        t0 = time.perf_counter()
+        segments = [feed.datagram(datagram, "127.0.0.1") for datagram in datagrams]
+        t1 = time.perf_counter()
+        now = time.time()
+        for start in range(0, count, 1024):
+            guard.handle_hep([(now, segment) for segment in segments[start:start + 1024]])
+        t2 = time.perf_counter()
+    wire = wire_costs(count)
+    return {"messages": count, "hep_feed_us": round((t1 - t0) / count * 1e6, 2),
+            "guard_handle_hep_us": round((t2 - t1) / count * 1e6, 2),
+            "wire_guard_handle_packets_us": wire["guard_handle_packets_us"],
+            "wire_decode_capture_us": wire["decode_capture_us"], "parser": sip.IMPLEMENTATION}
 
 
 def _receive_errors(srv) -> int:
@@ -137,10 +172,12 @@ def run(quick: bool = False, seconds: float = 3.0) -> dict:
             client.close()
         finally:
             stop_process(guard)
+    log("hep_rate: stage costs alone")
     return {"seconds_per_step": seconds, "steps": steps, "sustained_per_s": _sustained(steps),
             "final_hep": final.get("hep"), "parser": final.get("parser"),
             "sender_limited": bool(steps) and steps[-1]["lossless"] and
-            steps[-1]["offered_per_s"] < 0.95 * rates[-1]}
+            steps[-1]["offered_per_s"] < 0.95 * rates[-1],
+            "stages_alone": stage_costs(20_000 if quick else 50_000)}
 
 
 def main() -> None:
@@ -151,6 +188,7 @@ def main() -> None:
     save_json("hep_rate", results)
     for step in results["steps"]:
         print(step)
+    print("stages alone (us per message):", results["stages_alone"])
     print("sustained without loss:", results["sustained_per_s"], "HEP messages/s",
           "(the sender was the limit)" if results["sender_limited"] else "", file=sys.stdout)
 

@@ -24,9 +24,10 @@ import time
 from benchmarks.common import HERE, RESULTS, ROOT, log, machine, save_json, sweep_pins
 
 PARTS = ("xdp_cost", "drop_rig", "time_to_ban", "parser", "controller_rate", "scale",
-         "capture_cost", "fleet")
+         "capture_cost", "fleet", "hep_rate")
 TIMEOUTS = {"xdp_cost": 300, "drop_rig": 900, "time_to_ban": 600, "parser": 600,
-            "controller_rate": 600, "scale": 900, "capture_cost": 600, "fleet": 1500}
+            "controller_rate": 600, "scale": 900, "capture_cost": 600, "fleet": 1500,
+            "hep_rate": 600}
 
 
 def run_part(part: str, quick: bool) -> dict:
@@ -90,7 +91,7 @@ def table() -> list[tuple]:
     """(measure, figure, target, met) rows from the JSON results present."""
     rows = []
     for section in (_xdp_rows, _drop_rows, _ttb_rows, _parser_rows, _controller_rows,
-                    _scale_rows, _capture_rows, _fleet_rows):
+                    _hep_rows, _scale_rows, _capture_rows, _fleet_rows):
         try:
             section(rows)
         except (KeyError, TypeError, ValueError, IndexError) as error:
@@ -210,6 +211,22 @@ def _controller_rows(rows):
                          f"{st.get('decode_capture_us')} / {st.get('parse_batch_us')} / "
                          f"{st.get('rules_us')} / {st.get('guard_handle_packets_us')}", "",
                          None))
+
+
+def _hep_rows(rows):
+    h = _load("hep_rate")
+    if h:
+        steps = ", ".join(f"{_fmt(s['offered_per_s'])}: lost {s['lost']}" for s in h["steps"])
+        rows.append(("HEP input: messages/s the guard takes with no loss (UDP on loopback)",
+                     f"{_fmt(h['sustained_per_s'])}/s (offered: {steps})"
+                     f"{'; the sender was the limit' if h.get('sender_limited') else ''}", "",
+                     None))
+        st = h.get("stages_alone", {})
+        if st:
+            rows.append(("HEP stages alone, us/message: HepFeed.datagram, Guard.handle_hep; "
+                         "the wire's Guard.handle_packets beside them",
+                         f"{st.get('hep_feed_us')} / {st.get('guard_handle_hep_us')}; "
+                         f"{st.get('wire_guard_handle_packets_us')}", "", None))
 
 
 def _scale_rows(rows):
