@@ -19,7 +19,7 @@ server answers none (a recording made without fastban still holds them).
 HEP segments (protocol "hep", fastban.hep_feed: the server's own copy of each message, TLS
 and WebSocket ones included) take the same path. Their server side is told by
 ``hep_server_ports`` (and ``hep_server_addresses`` when set) instead of ``sip_ports``. With
-HEP on (``hep_listen``, or ``deduplicate``), a message both the wire and HEP carry counts once
+HEP on (``hep_listen``, or ``deduplicate()``), a message both the wire and HEP carry counts once
 (fastban.duplicates).
 """
 
@@ -72,15 +72,16 @@ class BanHistory:
 
 class Detector:
     def __init__(self, settings, history: BanHistory | None = None, *,
-                 deduplicate: bool | None = None):
+                 track_copies: bool = False):
+        """``track_copies``: remember every message from the start, so that copies are
+        recognised from the moment deduplicate() is called (replay: at the first HEP packet)."""
         self.settings = settings
         self.rules = FailureRules(settings.rule_settings())
         self.reader = MessageReader()
         self.history = history or BanHistory()
         self._ports(settings)
-        self.duplicates = None
-        if settings.hep_listen if deduplicate is None else deduplicate:
-            self.deduplicate()
+        self.skip_copies = bool(settings.hep_listen)
+        self.duplicates = Duplicates() if self.skip_copies or track_copies else None
         self._banned: dict[int, float] = {}       # source key -> banned until
         # Challenges in messages the kernel did not read (a later message of a TCP segment):
         # (peer, Call-ID, time), for the guard to mark in the kernel.
@@ -95,6 +96,7 @@ class Detector:
 
     def deduplicate(self) -> None:
         """From now on a message seen twice (wire and HEP) counts once."""
+        self.skip_copies = True
         if self.duplicates is None:
             self.duplicates = Duplicates()
 
@@ -129,7 +131,8 @@ class Detector:
             stats["responses" if message.is_response else "requests"] += 1
             if hep:
                 stats["hep_messages"] += 1
-            if duplicates is not None and duplicates.seen(now, peer, message):
+            if duplicates is not None and duplicates.seen(now, peer, message) and \
+                    self.skip_copies:
                 stats["duplicates"] += 1
                 continue
             if self._banned and self._skip_banned(peer, now):

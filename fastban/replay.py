@@ -22,7 +22,7 @@ Uses the same settings and the same code as the live guard from the segment on
 * HEPv3 packets (UDP or TCP, to the port of ``hep_listen``, else 9060) are taken as the live
   HEP input takes them (fastban.hep_feed: the same senders, key and decoder) and go to the
   same detection path; a capture of a Homer feed is a dry run of the guard on a TLS server.
-  From the first one on, a message both the wire and HEP carry counts once, as live. TCP
+  A message both the wire and HEP carry counts once, as live. TCP
   streams of HEP are read in capture order.
 
 The live capture copies only what the rules can use (see fastban.rules, "What the kernel must
@@ -179,7 +179,9 @@ def replay(path, settings: Settings | None = None, *, final_expire: bool = True,
 
     ``on_ban(ReplayBan)`` is called for each ban as it is decided."""
     settings = settings or Settings()
-    detector = Detector(settings)
+    # Every message is remembered from the start, so that a wire message whose HEP copy comes
+    # after the first HEP packet counts once, as live.
+    detector = Detector(settings, track_copies=True)
     sip_ports = frozenset(settings.sip_ports)
     result = ReplayResult(capture=str(path), settings={
         "maxretry": settings.maxretry, "findtime": settings.findtime,

@@ -113,3 +113,12 @@ def test_the_cli_reports_hep(tmp_path, capsys):
     assert main(["replay", str(path), "--maxretry", "3"]) == 0
     out = capsys.readouterr().out
     assert f"ban {ATTACKER}" in out and "20 SIP messages from HEP" in out
+
+
+def test_the_first_message_of_a_capture_counts_once_too(tmp_path):
+    """The wire's copy comes before the first HEP packet of the recording: still one failure."""
+    trace = Trace()
+    trace.respond(T0, ATTACKER, 403, call_id="one", branch="z9hG4bKone")
+    both = as_hep(trace, ip_proto=17, keep_wire=True).write(tmp_path / "first.pcap")
+    result = run(both, maxretry=2)
+    assert result.failures == 1 and result.bans == [] and result.duplicates == 1
