@@ -15,6 +15,8 @@ a copy. Pure logic; bounded: at most ``cap`` messages are remembered, the oldest
 
 from __future__ import annotations
 
+from collections import deque
+
 WINDOW = 2.0
 CAP = 200_000
 
@@ -22,32 +24,27 @@ CAP = 200_000
 class Duplicates:
     def __init__(self, window: float = WINDOW, cap: int = CAP):
         self.window, self.cap = window, cap
-        self._seen: dict[tuple, float] = {}      # fingerprint -> time, oldest first
+        self._seen: dict[tuple, float] = {}      # fingerprint -> time first seen
+        # (time, fingerprint) oldest first: forgetting from the front of the dict itself would
+        # make each next(iter(dict)) walk the holes its deletions left (quadratic).
+        self._order: deque = deque()
 
     def seen(self, now: float, peer, message) -> bool:
         """Whether this message (to or from ``peer``) was seen within the window; records it."""
-        seen = self._seen
-        if seen:
-            self._forget(now)
-        key = (peer, message.status, message.method, message.call_id, message.cseq,
+        seen, order = self._seen, self._order
+        horizon = now - self.window
+        while order and (order[0][0] < horizon or len(order) >= self.cap):
+            at, old = order.popleft()
+            if seen.get(old) == at:
+                del seen[old]
+        key = (int(peer), message.status, message.method, message.call_id, message.cseq,
                message.cseq_method, message.via_branch)
         at = seen.get(key)
         if at is not None and now - at <= self.window:
             return True
-        seen.pop(key, None)
         seen[key] = now
-        if len(seen) > self.cap:
-            del seen[next(iter(seen))]
+        order.append((now, key))
         return False
-
-    def _forget(self, now: float) -> None:
-        """Drops the oldest entries past the window (a few per call: each call adds one)."""
-        seen, horizon = self._seen, now - self.window
-        for _ in range(8):
-            oldest = next(iter(seen), None)
-            if oldest is None or seen[oldest] >= horizon:
-                return
-            del seen[oldest]
 
     def __len__(self) -> int:
         return len(self._seen)
