@@ -162,7 +162,11 @@ struct fb_scan_table {
 #define FB_CNT_CAPTURE_SCANNED  7   /* messages whose headers the capture scanned */
 #define FB_CNT_CAPTURE_REQUESTS 8   /* requests copied */
 #define FB_CNT_CAPTURE_UNSURE   9   /* copied because the scan could not decide */
-#define FB_CNT_MAX              12
+#define FB_CNT_RATE_LIMITED     10  /* SIP requests dropped by the per-source rate limit */
+#define FB_CNT_OVER_CAPACITY    11  /* SIP requests of untrusted sources dropped over sip_capacity */
+#define FB_CNT_TRUSTED_ADMITTED 12  /* SIP requests of trusted sources admitted */
+#define FB_CNT_KERNEL_BANS      13  /* armed sources the capture banned itself */
+#define FB_CNT_MAX              16
 
 /* Config array (index into the "config" map, __u32 values). */
 #define FB_CFG_SCOPE_PORTS      0   /* 1 = drop only traffic to ports in scope_ports */
@@ -174,6 +178,10 @@ struct fb_scan_table {
 #define FB_CFG_GRACE_MS         6   /* challenge_grace in ms: how long a challenge stays open */
 #define FB_CFG_ROLES_EGRESS     7   /* FB_ROLE_* read on TC egress */
 #define FB_CFG_ROLES_INGRESS    8   /* FB_ROLE_* read on TC ingress */
-#define FB_CFG_MAX              12
+#define FB_CFG_RATE_LIMIT       9   /* SIP requests/s allowed per source; 0 = no limit */
+#define FB_CFG_RATE_BURST       10  /* requests a source may send at once above the rate */
+#define FB_CFG_SIP_CAPACITY     11  /* SIP requests/s the server answers; 0 = no admission */
+#define FB_CFG_ARMED            12  /* 1 = the armed map may hold sources */
+#define FB_CFG_MAX              16
 
 #endif /* FASTBAN_ABI_H */

@@ -23,6 +23,10 @@
 
 BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, FB_CNT_MAX, FB_PIN("counters"));
 BPF_TABLE_PINNED("array", __u32, __u32, config, FB_CFG_MAX, FB_PIN("config"));
+/* The SIP ports (host order): the capture reads messages from and to them, the rate limit
+ * and the admission count requests to them. */
+BPF_TABLE_PINNED("hash", __u16, __u8, sip_ports, FB_PORT_ENTRIES,
+                 FB_PIN("sip_ports"), BPF_F_NO_PREALLOC);
 
 static __always_inline void fb_count(__u32 index)
 {

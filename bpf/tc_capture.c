@@ -25,8 +25,6 @@
 #include <linux/in.h>
 #include "fastban.h"
 
-BPF_TABLE_PINNED("hash", __u16, __u8, sip_ports, FB_PORT_ENTRIES,
-                 FB_PIN("sip_ports"), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lru_hash", struct fb_peer, struct fb_peer_state, challenged,
                  FB_PEER_ENTRIES, FB_PIN("challenged"));
 BPF_TABLE_PINNED("lru_hash", struct fb_call_key, __u64, open_calls,
