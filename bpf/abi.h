@@ -17,6 +17,7 @@
 
 #define FB_CAPACITY_DEFAULT     1048576 /* entries per ban and whitelist map */
 #define FB_PORT_ENTRIES         1024    /* entries of the port maps (scope, SIP ports) */
+#define FB_TRUSTED_ENTRIES      262144  /* trusted sources (addresses or IPv6 prefixes) */
 
 /* Value of every ban map (exact and range, both families): 16 bytes. */
 struct fb_ban_value {

@@ -28,6 +28,13 @@ BPF_TABLE_PINNED("array", __u32, __u32, config, FB_CFG_MAX, FB_PIN("config"));
 BPF_TABLE_PINNED("hash", __u16, __u8, sip_ports, FB_PORT_ENTRIES,
                  FB_PIN("sip_ports"), BPF_F_NO_PREALLOC);
 
+/* Sources that logged in within trust_time (the rules' trust, written by user space): value
+ * the monotonic ns the trust ends. Keys as the whitelist's (host-order prefixlen). */
+BPF_TABLE_PINNED("lpm_trie", struct fb_lpm4, __u64, trusted_v4, FB_TRUSTED_ENTRIES,
+                 FB_PIN("trusted_v4"), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct fb_lpm6, __u64, trusted_v6, FB_TRUSTED_ENTRIES,
+                 FB_PIN("trusted_v6"), BPF_F_NO_PREALLOC);
+
 static __always_inline void fb_count(__u32 index)
 {
     __u64 *value = counters.lookup(&index);
@@ -39,6 +46,22 @@ static __always_inline __u32 fb_config(__u32 index)
 {
     __u32 *value = config.lookup(&index);
     return value ? *value : 0;
+}
+
+/* 1 if the source (4 or 16 bytes, network order) is trusted now. */
+static __always_inline int fb_trusted(__u8 family, __u8 *saddr, __u64 now_ns)
+{
+    __u64 *until;
+    if (family == 4) {
+        struct fb_lpm4 key = {.prefixlen = 32};
+        __builtin_memcpy(key.addr, saddr, 4);
+        until = trusted_v4.lookup(&key);
+    } else {
+        struct fb_lpm6 key = {.prefixlen = 128};
+        __builtin_memcpy(key.addr, saddr, 16);
+        until = trusted_v6.lookup(&key);
+    }
+    return until && now_ns < *until;
 }
 
 #endif /* FASTBAN_H */

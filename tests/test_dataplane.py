@@ -136,6 +136,8 @@ def dp(rig):
         dp.unban(ban.target)
     for network in dp.whitelisted():
         dp.unwhitelist(network)
+    for network in dp.trusted_networks():
+        dp.untrust(network)
     dp.set_scope(None)
     return dp
 
@@ -299,6 +301,19 @@ def test_the_whitelist_wins_over_bans(dp, rig):
     assert rig.udp(CLI6[0]) == 5               # the v6 whitelist is still looked up
     assert dp.unwhitelist(NET("fd00:210::/120")) is True
     assert rig.udp(CLI6[0]) == 0
+
+
+def test_trusted_sources_are_kept_with_their_end(dp):
+    until = time.monotonic_ns() + 60 * 10**9
+    dp.trust(NET(f"{CLI4[0]}/32"), until)
+    dp.trust(NET("fd00:210::/64"), until + 1)
+    assert dp.trusted_networks() == {NET(f"{CLI4[0]}/32"): until,
+                                     NET("fd00:210::/64"): until + 1}
+    dp.trust(NET(f"{CLI4[0]}/32"), until + 5)
+    assert dp.trusted_networks()[NET(f"{CLI4[0]}/32")] == until + 5
+    assert dp.untrust(NET(f"{CLI4[0]}/32")) is True
+    assert dp.untrust(NET(f"{CLI4[0]}/32")) is False
+    assert dp.trusted_networks() == {NET("fd00:210::/64"): until + 1}
 
 
 def test_a_ban_lapses_at_its_expiry(dp, rig):

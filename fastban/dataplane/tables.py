@@ -299,6 +299,40 @@ class KernelTables(Maps):
             networks.append(ipaddress.IPv6Network((bytes(key.addr), key.prefixlen)))
         return networks
 
+    # ---- trusted sources (the rules' trust, for the rate limit and the admission) ----
+
+    @staticmethod
+    def _trusted_slot(network):
+        family, _, net = _to_target(network)
+        return f"trusted_v{family}", _lpm_key(net)
+
+    def trust(self, network, until_ns: int) -> None:
+        """Marks an address or network trusted until the monotonic ns until_ns."""
+        self._check_open()
+        name, key = self._trusted_slot(network)
+        err = self._update(name, key, ct.c_uint64(int(until_ns)))
+        if err in (errno.E2BIG, errno.ENOSPC):
+            raise BanTableFull(f"cannot trust {network}: the {name} table is full")
+        if err:
+            raise DataPlaneError(f"cannot trust {network}: {os.strerror(err)}")
+
+    def untrust(self, network) -> bool:
+        self._check_open()
+        name, key = self._trusted_slot(network)
+        return self._delete(name, key)
+
+    def trusted_networks(self) -> dict:
+        """{network: until monotonic ns} of the trusted maps."""
+        self._check_open()
+        found = {}
+        for name, key_type, network_type in (("trusted_v4", FbLpm4, ipaddress.IPv4Network),
+                                             ("trusted_v6", FbLpm6, ipaddress.IPv6Network)):
+            for key in self._keys(name, key_type):
+                until = ct.c_uint64()
+                if self._lookup(name, key, until):
+                    found[network_type((bytes(key.addr), key.prefixlen))] = until.value
+        return found
+
     # ---- scope and SIP ports ----
 
     def _replace_ports(self, name: str, ports: Iterable[int]) -> None:
