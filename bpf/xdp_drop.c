@@ -50,6 +50,8 @@ static __always_inline void *fb_xdp_read(struct xdp_md *ctx, __u32 off, void *bu
 #define FB_WALK_CTX struct xdp_md
 #define FB_WALK_READ fb_xdp_read
 #include "walk.h"
+#include "rate_limit.h"
+#include "admission.h"
 
 /* The coarse monotonic clock (same clock, updated once per scheduler tick) costs a third less
  * than bpf_ktime_get_ns on a VM; a ban lapses at most one tick (a few ms) after its expiry. */
@@ -62,6 +64,68 @@ static __always_inline int fb_pass(void)
 {
     fb_count(FB_CNT_PASSED);
     return XDP_PASS;
+}
+
+static __always_inline int fb_whitelisted(struct fb_walk *walk)
+{
+    if (walk->family == 4) {
+        if (!fb_config(FB_CFG_WHITELIST_V4))
+            return 0;
+        struct fb_lpm4 lpm = {.prefixlen = 32};
+        __builtin_memcpy(lpm.addr, walk->saddr, 4);
+        return whitelist_v4.lookup(&lpm) != NULL;
+    }
+    if (!fb_config(FB_CFG_WHITELIST_V6))
+        return 0;
+    struct fb_lpm6 lpm = {.prefixlen = 128};
+    __builtin_memcpy(lpm.addr, walk->saddr, 16);
+    return whitelist_v6.lookup(&lpm) != NULL;
+}
+
+/* 1 if the frame is a SIP request: a UDP datagram to a SIP port with more than a keep-alive
+ * (CRLF CRLF) in it, or a TCP SYN (a new connection) to one. */
+static __always_inline int fb_sip_request(struct xdp_md *ctx, struct fb_walk *walk)
+{
+    if (!walk->l4_off || walk->later_fragment)
+        return 0;
+    __u8 buffer[14];
+    __u8 *l4;
+    if (walk->l4proto == IPPROTO_UDP) {
+        l4 = fb_xdp_read(ctx, walk->l4_off, buffer, 8);
+        if (!l4 || ((__u16)l4[4] << 8 | l4[5]) <= 8 + 4)
+            return 0;
+    } else if (walk->l4proto == IPPROTO_TCP) {
+        l4 = fb_xdp_read(ctx, walk->l4_off, buffer, 14);
+        if (!l4 || (l4[13] & 0x12) != 0x02)         /* SYN without ACK */
+            return 0;
+    } else {
+        return 0;
+    }
+    __u16 dport = (__u16)l4[2] << 8 | l4[3];
+    return sip_ports.lookup(&dport) != NULL;
+}
+
+/* An unbanned frame: a SIP request of a source that is neither whitelisted nor trusted may be
+ * over its rate (rate_limit.h), and any SIP request may be over the server's capacity, which
+ * admits trusted sources first (admission.h). */
+static __always_inline int fb_admit(struct xdp_md *ctx, struct fb_walk *walk)
+{
+    __u32 rate = fb_config(FB_CFG_RATE_LIMIT), capacity = fb_config(FB_CFG_SIP_CAPACITY);
+    if ((!rate && !capacity) || !fb_sip_request(ctx, walk) || fb_whitelisted(walk))
+        return fb_pass();
+    __u64 now = bpf_ktime_get_ns();
+    int trusted = fb_trusted(walk->family, walk->saddr, now);
+    if (rate && !trusted && !fb_rate_allows(walk, rate, now)) {
+        fb_count(FB_CNT_RATE_LIMITED);
+        return XDP_DROP;
+    }
+    if (capacity && !fb_capacity_admits(trusted, capacity, now)) {
+        fb_count(FB_CNT_OVER_CAPACITY);
+        return XDP_DROP;
+    }
+    if (capacity && trusted)
+        fb_count(FB_CNT_TRUSTED_ADMITTED);
+    return fb_pass();
 }
 
 /* 1 if the frame is in scope: scope all, or a TCP/UDP destination port in scope_ports. */
@@ -100,7 +164,9 @@ int xdp_fastban(struct xdp_md *ctx)
             if (ban && !fb_active(ban))
                 ban = NULL;
         }
-        if (!ban || !fb_in_scope(ctx, &walk))
+        if (!ban)
+            return fb_admit(ctx, &walk);
+        if (!fb_in_scope(ctx, &walk))
             return fb_pass();
         whitelisted = fb_config(FB_CFG_WHITELIST_V4) && whitelist_v4.lookup(&lpm);
     } else {
@@ -116,7 +182,9 @@ int xdp_fastban(struct xdp_md *ctx)
             if (ban && !fb_active(ban))
                 ban = NULL;
         }
-        if (!ban || !fb_in_scope(ctx, &walk))
+        if (!ban)
+            return fb_admit(ctx, &walk);
+        if (!fb_in_scope(ctx, &walk))
             return fb_pass();
         whitelisted = fb_config(FB_CFG_WHITELIST_V6) && whitelist_v6.lookup(&lpm);
     }
