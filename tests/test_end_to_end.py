@@ -14,6 +14,8 @@ from fastban import sip
 from fastban.lab.guard_process import GuardProcess
 from fastban.lab.siplab import SipLab
 
+from labwait import row_for, settle
+
 MAXRETRY = 5
 
 
@@ -35,22 +37,6 @@ def guard(lab, tmp_path_factory):
         yield guard
     finally:
         guard.detach()
-
-
-def settle(lab, address, timeout=3.0):
-    """Waits until Kamailio's count of requests from address stops moving."""
-    last, deadline = -1, time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = lab.server_requests_from(address)
-        if now == last:
-            return now
-        last = now
-        time.sleep(0.3)
-    return last
-
-
-def row_for(guard, address):
-    return {row["target"]: row for row in guard.json("list")["bans"]}.get(f"{address}/32")
 
 
 def test_guessing_attacker_is_banned_and_silenced_while_the_phone_registers(lab, guard):

@@ -23,6 +23,7 @@ from fastban.lab.guard_process import GuardProcess
 from fastban.lab.siplab import PHONE_V4, SipLab
 from fastban.replay import replay
 
+from labwait import row_for, settle, wait_for_ban
 from traces import hep3, sip_response
 
 MAXRETRY = 5
@@ -59,31 +60,6 @@ def guard(lab, tmp_path_factory):
         yield guard
     finally:
         guard.detach()
-
-
-def settle(lab, address, timeout=3.0):
-    last, deadline = -1, time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = lab.server_requests_from(address)
-        if now == last:
-            return now
-        last = now
-        time.sleep(0.3)
-    return last
-
-
-def row_for(guard, address):
-    return {row["target"]: row for row in guard.json("list")["bans"]}.get(f"{address}/32")
-
-
-def wait_for_ban(guard, address, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = row_for(guard, address)
-        if row is not None:
-            return row
-        time.sleep(0.1)
-    return None
 
 
 def test_a_tls_guesser_is_banned_and_dropped_while_a_tls_phone_registers(lab, guard):
