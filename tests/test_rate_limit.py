@@ -8,11 +8,13 @@ carry into another.
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import time
 
 import pytest
 
+from fastban import cli
 from fastban.dataplane import DataPlane
 from fastban.lab import netns
 
@@ -230,3 +232,20 @@ def test_no_limit_by_default(rig, dp):
     assert rig.send(CLI4[9], 40) == 40
     assert _limited_of(dp, CLI4[9]) == 0
 
+
+
+def test_fastban_limited_reads_the_pinned_table_with_no_guard(rig, dp, capsys, tmp_path):
+    dp.set_rate_limit(3, burst=4)
+    assert rig.send(CLI4[10], 25) == 4
+    config = tmp_path / "fastban.toml"
+    config.write_text(f'control_socket = "{tmp_path}/none.sock"\n')
+    assert cli.main(["limited", "--iface", rig.srv_if, "--config", str(config), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["rate_limit"], shown["rate_limit_burst"]) == (3, 4)
+    rows = {row["address"]: row for row in shown["sources"]}
+    assert rows[CLI4[10]]["requests_dropped"] == 21
+    assert 0 <= rows[CLI4[10]]["seconds_since_last"] < 5
+    assert cli.main(["limited", "--iface", rig.srv_if, "--config", str(config)]) == 0
+    text = capsys.readouterr().out
+    assert "rate limit: 3 requests/s per source, burst 4" in text
+    assert any(line.split()[:2] == [CLI4[10], "21"] for line in text.splitlines())
