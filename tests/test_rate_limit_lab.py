@@ -66,3 +66,16 @@ def test_a_register_flood_is_cut_to_its_rate_and_the_phone_is_not(lab, guard):
     assert lab.phone_address not in limited
     text = guard.cli("limited").stdout
     assert f"burst {BURST}" in text and flooder in text
+
+
+def test_a_reload_turns_the_limit_off(lab, guard):
+    flooder, forger = lab.attacker_address(0), lab.add_forger()
+    settings = guard.config.read_text()
+    assert f"rate_limit = {RATE}\n" in settings
+    guard.restore_settings(settings.replace(f"rate_limit = {RATE}\n", "rate_limit = 0\n")
+                           .encode())
+    before = settle(lab, flooder)
+    limited_before = guard.json("stats")["rate_limited"]
+    flood = forger.send(100, source=flooder, methods=("REGISTER",), rate=FLOOD_RATE)
+    assert settle(lab, flooder) - before == flood.sent == 100
+    assert guard.json("stats")["rate_limited"] == limited_before
