@@ -5,9 +5,10 @@
  * a flood of spoofed sources evicts the least recently seen ones instead of filling it; an
  * evicted source starts again with a full bucket.
  *
- * CPUs share an entry without a lock: the interval is added atomically, and the reset of an
- * idle bucket to now is a plain store, so two CPUs racing on one source can admit one request
- * more than the bucket holds. The limit is approximate by that much.
+ * CPUs share an entry without a lock: the interval is added atomically, but the check before
+ * it reads the entry unlocked and the reset of an idle bucket to now is a plain store, so each
+ * CPU racing another on one source can admit one request more than the bucket holds. The limit
+ * is approximate by that much.
  */
 #ifndef FASTBAN_RATE_LIMIT_H
 #define FASTBAN_RATE_LIMIT_H
