@@ -76,6 +76,9 @@ class _NullDataPlane:
     def set_challenge_grace(self, seconds):
         pass
 
+    def set_rate_limit(self, rate, burst):
+        pass
+
     def mark_challenge(self, peer, call_id, ktime_ns):
         pass
 

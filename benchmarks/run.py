@@ -24,10 +24,10 @@ import time
 from benchmarks.common import HERE, RESULTS, ROOT, log, machine, save_json, sweep_pins
 
 PARTS = ("xdp_cost", "drop_rig", "time_to_ban", "parser", "controller_rate", "scale",
-         "capture_cost", "fleet", "hep_rate")
+         "capture_cost", "fleet", "hep_rate", "limiter_cost")
 TIMEOUTS = {"xdp_cost": 300, "drop_rig": 900, "time_to_ban": 600, "parser": 600,
             "controller_rate": 600, "scale": 900, "capture_cost": 600, "fleet": 1500,
-            "hep_rate": 600}
+            "hep_rate": 600, "limiter_cost": 600}
 
 
 def run_part(part: str, quick: bool) -> dict:
@@ -91,7 +91,7 @@ def table() -> list[tuple]:
     """(measure, figure, target, met) rows from the JSON results present."""
     rows = []
     for section in (_xdp_rows, _drop_rows, _ttb_rows, _parser_rows, _controller_rows,
-                    _hep_rows, _scale_rows, _capture_rows, _fleet_rows):
+                    _hep_rows, _scale_rows, _capture_rows, _fleet_rows, _limiter_rows):
         try:
             section(rows)
         except (KeyError, TypeError, ValueError, IndexError) as error:
@@ -321,6 +321,21 @@ def _capture_rows(rows):
                      f"{o['copied_before_per_s']}/s (it copied no request, and withheld answers "
                      f"the rules needed); failures live {o['failures_live']}, replay "
                      f"{o['failures_replay']}", "", None))
+
+
+def _limiter_rows(rows):
+    c = _load("limiter_cost")
+    if c:
+        top = c["levels"][-1]
+        for case, v in c["summary"].items():
+            rows.append((f"Cost of the limiter, {case.replace('_', ' ')}, "
+                         f"{top['tracked_sources_in_table']:,} tracked sources "
+                         f"(BPF_PROG_TEST_RUN, {c['repeat']:,} repeats)",
+                         f"{v['ns']} ns ({v['extra_ns_over_off']:+} ns, {v['ratio_to_off']}x "
+                         f"of the limiter off side by side)", "", None))
+        rows.append(("Cost of the limiter: its table's kernel memory (preallocated LRU)",
+                     f"{_fmt(c['table_memlock_bytes'])} B for {_fmt(c['table_max_entries'])} "
+                     f"sources", "", None))
 
 
 def render(rows: list[tuple]) -> str:

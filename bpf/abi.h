@@ -185,4 +185,19 @@ struct fb_scan_table {
 #define FB_CFG_ARMED            12  /* 1 = the armed map may hold sources */
 #define FB_CFG_MAX              16
 
+/* ---- the per-source rate limit of SIP requests (bpf/rate_limit.h) ---- */
+
+#define FB_RATE_ENTRIES         1048576 /* sources tracked (LRU, preallocated) */
+#define FB_NS_PER_SECOND        1000000000
+
+/* Value of the "rate_limit" table (key: struct fb_peer, IPv4 as ::ffff:a.b.c.d). The bucket is
+ * kept as the time it would be empty again ("virtual scheduling"): each request admitted adds
+ * one interval (1 s / rate); a request is dropped while that time is more than burst intervals
+ * ahead of now. */
+struct fb_rate_state {
+    __u64 busy_until_ns;    /* monotonic ns the source's admitted requests "paid for" */
+    __u64 limited;          /* requests of the source dropped (atomic add) */
+    __u64 last_limited_ns;  /* ktime of the last one, 0 = never */
+};
+
 #endif /* FASTBAN_ABI_H */

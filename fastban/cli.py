@@ -1,7 +1,7 @@
 """The ``fastban`` command: one subcommand per job, each ending in one line on a user error.
 
-``replay`` is here; run, list, ban, unban, detach and stats are in fastban.admin; web and
-web-password in fastban.web.commands.
+``replay`` is here; run, list, ban, unban, detach and stats are in fastban.admin; limited in
+fastban.limited; web and web-password in fastban.web.commands.
 
 Exit codes: 0 done, 1 the request could not be carried out, 2 bad usage, bad settings or an
 unreadable capture.
@@ -51,7 +51,7 @@ def cmd_replay(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fastban import admin
+    from fastban import admin, limited
     from fastban.web import commands as web_commands
 
     parser = argparse.ArgumentParser(
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_replay_command(subparsers)
     admin.add_commands(subparsers)
+    limited.add_command(subparsers)
     web_commands.add_commands(subparsers)
     return parser
 

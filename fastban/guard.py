@@ -133,6 +133,7 @@ class Guard:
         self.dataplane.set_sip_ports(s.sip_ports)
         self.dataplane.set_scope(s.effective_ban_ports if s.ban_scope == "ports" else None)
         self.dataplane.set_challenge_grace(s.challenge_grace)
+        self.dataplane.set_rate_limit(s.rate_limit, s.rate_limit_burst)
 
     def _reconcile(self) -> None:
         """Makes the kernel map and the saved records agree after a restart or a crash."""

@@ -42,6 +42,7 @@ def guard_stats(guard) -> dict:
         "bans_by_origin": dict(guard.bans_by_origin),
         "failures_web_login": rules["failures_web_login"],
         "whitelisted": counters.get("whitelisted", 0),
+        "rate_limited": counters.get("rate_limited", 0),
         "ban_latency": guard.ban_latency.to_wire(),
         "parser": sip.IMPLEMENTATION,
         "rule_counts": dict(rules),        # what `fastban replay` reports as "rules"

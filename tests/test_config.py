@@ -108,6 +108,9 @@ def test_ban_ports(tmp_path):
     ("state_file", "", 'state_file: must be a file path, got ""'),
     ("control_socket", 3, "control_socket: must be a file path, got 3"),
     ("map_capacity", 0, "map_capacity: must be a whole number ≥ 1"),
+    ("rate_limit", -1, "rate_limit: must be a whole number ≥ 0 and ≤ 1000000, got -1"),
+    ("rate_limit", 2_000_000, "rate_limit: must be a whole number ≥ 0 and ≤ 1000000"),
+    ("rate_limit_burst", "many", 'rate_limit_burst: must be a whole number ≥ 0'),
     ("interfaces", ["eth 0"], "interfaces: must be a list of interface names"),
     ("web_listen", "localhost:8480", "web_listen: must be an IP address and port"),
     ("web_listen", "127.0.0.1:0", "web_listen: must be an IP address and port"),
@@ -166,6 +169,12 @@ def test_hep_settings():
     assert [str(n) for n in s.hep_server_addresses] == ["192.0.2.10/32", "2001:db8::10/128"]
     assert load_settings(overrides={"hep_server_ports": "5061 443"}).effective_hep_server_ports \
         == (5061, 443)
+
+
+def test_the_rate_limit_is_off_unless_set():
+    assert (DEFAULTS.rate_limit, DEFAULTS.rate_limit_burst) == (0, 0)
+    s = load_settings(overrides={"rate_limit": 50, "rate_limit_burst": "300"})
+    assert (s.rate_limit, s.rate_limit_burst) == (50, 300)
 
 
 def test_every_key_has_a_validation_case():

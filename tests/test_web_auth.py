@@ -351,7 +351,7 @@ STATS = {
     "challenges_open": 9, "bans_active": 4, "bans_total": 8, "bans_refused": 1,
     "unbans_total": 3, "bans_by_origin": {"sip": 5, "web login": 1, "hand": 2},
     "failures_web_login": 7, "whitelisted": 34, "ban_latency": _latency().to_wire(),
-    "parser": "cython",
+    "parser": "cython", "rate_limited": 450,
 }
 
 
@@ -386,7 +386,8 @@ def test_the_plain_counters_carry_their_stats(scraped):
     expected = {"fastban_packets_seen": 91234, "fastban_packets_dropped": 1200,
                 "fastban_packets_whitelisted": 34, "fastban_events_lost": 2,
                 "fastban_logins": 17, "fastban_web_login_failures": 7, "fastban_unbans": 3,
-                "fastban_bans_refused": 1, "fastban_malformed_skipped": 4}
+                "fastban_bans_refused": 1, "fastban_malformed_skipped": 4,
+                "fastban_requests_rate_limited": 450}
     for name, value in expected.items():
         assert _samples(scraped[name]) == {(f"{name}_total", ()): value}
 

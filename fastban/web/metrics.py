@@ -27,6 +27,8 @@ COUNTERS = (
     ("fastban_packets_dropped", "packets_dropped", "Packets XDP dropped: their source is banned."),
     ("fastban_packets_whitelisted", "whitelisted",
      "Packets XDP passed because their source is whitelisted."),
+    ("fastban_requests_rate_limited", "rate_limited",
+     "SIP requests XDP dropped: their source was over rate_limit."),
     ("fastban_sip_packets_examined", "sip_packets_examined",
      "SIP packets the capture program read."),
     ("fastban_packets_captured", "packets_captured",
