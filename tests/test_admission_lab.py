@@ -73,3 +73,6 @@ def test_a_trusted_phone_keeps_registering_and_a_new_one_gets_in_during_a_flood(
     assert trusted_result.successes == 6 and trusted_result.failures == 0
     assert after["trusted_admitted"] - before["trusted_admitted"] >= 12
     assert new_result.successes >= 1
+    stats = guard.json("stats")
+    assert stats["sip_requests_over_capacity"] >= over_capacity
+    assert stats["sip_requests_trusted_admitted"] >= 12
