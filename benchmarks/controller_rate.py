@@ -79,6 +79,18 @@ class _NullDataPlane:
     def set_rate_limit(self, rate, burst):
         pass
 
+    def set_sip_capacity(self, requests_per_second):
+        pass
+
+    def trust(self, network, until_ns):
+        pass
+
+    def untrust(self, network):
+        return True
+
+    def trusted_networks(self):
+        return {}
+
     def mark_challenge(self, peer, call_id, ktime_ns):
         pass
 

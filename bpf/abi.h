@@ -150,6 +150,18 @@ struct fb_scan_table {
 #define FB_IPPROTO_TCP          6
 #define FB_IPPROTO_UDP          17
 
+/* ---- the admission under the server's capacity (bpf/admission.h) ---- */
+
+#define FB_ADMISSION_BURST_MS   20  /* untrusted requests may come at once: capacity x this long */
+#define FB_ADMISSION_DEBT_MS    1000 /* how far ahead trusted requests may take the tokens */
+
+/* The one element of the "admission" array, shared by the CPUs: the bucket as a virtual
+ * clock (GCRA), 1/capacity s later for every request admitted and never behind now; an
+ * untrusted request passes only while it is at most FB_ADMISSION_BURST_MS ahead of now. */
+struct fb_admission {
+    __u64 next_ns;          /* monotonic ns; atomic add */
+};
+
 /* ---- counters and config, shared by both programs ---- */
 
 /* Per-CPU counters (index into the "counters" map). */

@@ -63,6 +63,8 @@ class Settings:
     count_register_404: bool = False
     max_sources: int = 100_000
     max_open_challenges: int = 200_000
+    # overload: SIP requests/s the server answers; above it trusted sources go first. 0 = off
+    sip_capacity: int = 0
     # files and kernel maps
     state_file: str = "/var/lib/fastban/state.msgpack"
     control_socket: str = "/run/fastban/control.sock"
@@ -350,6 +352,7 @@ VALIDATORS = {
     "count_register_404": _bool,
     "max_sources": _int(1),
     "max_open_challenges": _int(1),
+    "sip_capacity": _int(0, 0xFFFFFFFF),
     "state_file": _path,
     "control_socket": _path,
     "map_capacity": _int(1, 1 << 28),

@@ -29,6 +29,7 @@ from fastban.detection import BanHistory, Detector, Verdict
 from fastban.guard_stats import guard_stats
 from fastban.handbans import GuardError, as_network, hand_ban, hand_reason
 from fastban.histogram import Histogram
+from fastban.kernel_trust import KernelTrust
 from fastban.state import BanRecord
 
 log = logging.getLogger("fastban")
@@ -78,6 +79,7 @@ class Guard:
             log.warning(warning)
         # The journal does not record evictions from the ban history: BanHistory caps it here.
         self.detector = Detector(settings, BanHistory(self.state.ban_counts))
+        self.kernel_trust = KernelTrust(dataplane, wall, monotonic_ns)
         self._restore_trust()
         self._dirty, self._saved_at, self._save_gap = False, 0.0, SAVE_INTERVAL
         self._changes: list = []          # journal entries since the last save
@@ -113,6 +115,7 @@ class Guard:
         now = self.wall()
         for network, until in self.state.trusted.items():
             self.rules.restore_trust(network, until, now)
+        self.kernel_trust.sync(self.rules.trusted(now), rewrite=True)
 
     def _save_trust(self) -> None:
         """Trust the rules granted or lengthened goes into the state (and the journal)."""
@@ -120,6 +123,7 @@ class Guard:
         for network, until in reports:
             self.state.trusted[network] = until
             self._changes.append(state.trust_change(network, until))
+        self.kernel_trust.add(reports)
         reports.clear()
         self._dirty = True
 
@@ -134,6 +138,7 @@ class Guard:
         self.dataplane.set_scope(s.effective_ban_ports if s.ban_scope == "ports" else None)
         self.dataplane.set_challenge_grace(s.challenge_grace)
         self.dataplane.set_rate_limit(s.rate_limit, s.rate_limit_burst)
+        self.dataplane.set_sip_capacity(s.sip_capacity)
 
     def _reconcile(self) -> None:
         """Makes the kernel map and the saved records agree after a restart or a crash."""
@@ -245,6 +250,8 @@ class Guard:
         if len(self.state.trusted) > 2 * self.settings.max_sources:   # lapsed trust
             self.state.trusted = {network: until for network, until in self.state.trusted.items()
                                   if until > now}
+        if self.kernel_trust.sync_due(now):
+            self.kernel_trust.sync(self.rules.trusted(now))
         expired = 0
         while self._expiries and self._expiries[0][0] <= now and expired < EXPIRE_BATCH:
             expires_at, _, target = heapq.heappop(self._expiries)

@@ -43,6 +43,9 @@ def guard_stats(guard) -> dict:
         "failures_web_login": rules["failures_web_login"],
         "whitelisted": counters.get("whitelisted", 0),
         "rate_limited": counters.get("rate_limited", 0),
+        "sip_requests_over_capacity": counters.get("over_capacity", 0),
+        "sip_requests_trusted_admitted": counters.get("trusted_admitted", 0),
+        "trust_refused_by_kernel": guard.kernel_trust.refused,
         "ban_latency": guard.ban_latency.to_wire(),
         "parser": sip.IMPLEMENTATION,
         "rule_counts": dict(rules),        # what `fastban replay` reports as "rules"

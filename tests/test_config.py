@@ -102,6 +102,8 @@ def test_ban_ports(tmp_path):
     ("challenge_grace", 0, "challenge_grace: must be a number > 0, got 0"),
     ("challenge_grace", "nan", "challenge_grace: must be a number > 0"),
     ("trust_time", -1, "trust_time: must be a number ≥ 0, got -1"),
+    ("sip_capacity", -5, "sip_capacity: must be a whole number ≥ 0 and ≤ 4294967295, got -5"),
+    ("sip_capacity", "lots", 'sip_capacity: must be a whole number ≥ 0'),
     ("count_register_404", 2, "count_register_404: must be true or false, got 2"),
     ("max_sources", 0, "max_sources: must be a whole number ≥ 1"),
     ("max_open_challenges", "lots", "max_open_challenges: must be a whole number ≥ 1"),

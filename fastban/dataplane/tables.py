@@ -124,6 +124,14 @@ class KernelTables(RateLimits):
         self._check_open()
         self._set_config(ABI["FB_CFG_GRACE_MS"], max(1, min(int(seconds * 1000), 0xFFFFFFFF)))
 
+    def set_sip_capacity(self, requests_per_second: int) -> None:
+        """The SIP requests/s the server answers; above it, trusted sources are admitted first
+        and untrusted ones share what is left (bpf/admission.h). 0 = no admission control."""
+        self._check_open()
+        if not 0 <= int(requests_per_second) <= 0xFFFFFFFF:
+            raise ValueError(f"sip_capacity out of range: {requests_per_second}")
+        self._set_config(ABI["FB_CFG_SIP_CAPACITY"], int(requests_per_second))
+
     # ---- bans ----
 
     @staticmethod
