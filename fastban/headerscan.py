@@ -168,6 +168,18 @@ def call_hash(value: bytes) -> int:
     return h
 
 
+MESSAGE_SPAN = ABI["FB_MESSAGE_SPAN"]
+
+
+def message_hash(payload: bytes) -> int:
+    """The kernel's hash of a message (bpf/armed.h): FNV-1a over its first MESSAGE_SPAN bytes.
+    A retransmitted response hashes the same; a new one differs at least in its Via branch."""
+    h = FNV_OFFSET
+    for byte in payload[:MESSAGE_SPAN]:
+        h = ((h ^ byte) * FNV_PRIME) & _MASK64
+    return h
+
+
 _LENGTH_VALUE = re.compile(rb"[ \t]*([0-9]{1,10})[ \t\r]*\n")
 
 

@@ -18,8 +18,9 @@ from typing import Iterable
 
 from fastban import headerscan
 from fastban.abi import ABI
+from fastban.dataplane.armed import ArmedTables
 from fastban.dataplane.errors import BanTableFull, DataPlaneError
-from fastban.dataplane.maps import BPF_NOEXIST, Maps
+from fastban.dataplane.maps import BPF_NOEXIST
 
 FbBanValue = ABI.struct("fb_ban_value")
 FbAddr6 = ABI.struct("fb_addr6")
@@ -90,7 +91,7 @@ def _peer_bytes(address) -> bytes:
     return address.packed
 
 
-class KernelTables(Maps):
+class KernelTables(ArmedTables):
     """The typed operations on the maps; `_check_open()` is the owner's."""
 
     def _check_open(self) -> None:       # the DataPlane overrides it

@@ -1,0 +1,178 @@
+"""The threshold ban decided in the kernel (bpf/armed.h), on the real kernel: an armed peer is
+banned by the capture at its next failure answering a request with credentials; the failure
+that armed it sent again, a challenge to a request without credentials, a lapsed arm, and a
+capture with the feature off do not ban."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+
+import pytest
+
+from fastban import headerscan
+from fastban.dataplane import DataPlane
+from fastban.lab import netns
+
+IP = ipaddress.ip_address
+SRV4, SRV6 = "10.219.0.1", "fd00:219::1"
+PEERS4 = ["10.219.0.2", "10.219.0.3", "10.219.0.4", "10.219.0.5", "10.219.0.6", "10.219.0.7"]
+PEER6 = "fd00:219::2"
+BAN_NS = 600 * 10**9
+
+
+@pytest.fixture(scope="module")
+def rig(kernel):
+    with netns.Lab() as lab:
+        srv, cli = lab.namespace("srv"), lab.namespace("cli")
+        link = lab.link(srv, cli, f"{SRV4}/24", f"{PEERS4[0]}/24", f"{SRV6}/64", f"{PEER6}/64")
+        for address in PEERS4[1:]:
+            cli.run(["ip", "addr", "add", f"{address}/24", "dev", link.b])
+        with srv.entered():
+            dp = DataPlane(link.a, capture="both")
+        dp.srv, dp.cli = srv, cli
+        try:
+            with srv.entered():
+                dp.attach()
+            dp.set_challenge_grace(30)
+            yield dp
+        finally:
+            with srv.entered():
+                dp.detach()
+            dp.close()
+
+
+@pytest.fixture
+def dp(rig):
+    for ban in rig.bans(include_expired=True):
+        rig.unban(ban.target)
+    for peer in rig.armed_sources():
+        rig.disarm(peer)
+    rig.set_kernel_ban(True)
+    rig.poll(10)
+    return rig
+
+
+def response(status: int, call_id: str, branch: str) -> bytes:
+    reason = {401: "Unauthorized", 403: "Forbidden", 407: "Proxy Authentication Required",
+              200: "OK"}[status]
+    challenge = 'WWW-Authenticate: Digest realm="lab", nonce="n2"\r\n' if status == 401 else ""
+    return (f"SIP/2.0 {status} {reason}\r\nVia: SIP/2.0/UDP 10.219.0.2:5062;branch={branch}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 2 REGISTER\r\n{challenge}"
+            f"Content-Length: 0\r\n\r\n").encode()
+
+
+def request(call_id: str, branch: str, credentials: bool) -> bytes:
+    authorization = ('Authorization: Digest username="1001", realm="lab", nonce="n1", '
+                     'uri="sip:lab", response="0123456789abcdef0123456789abcdef"\r\n'
+                     if credentials else "")
+    return (f"REGISTER sip:lab SIP/2.0\r\nVia: SIP/2.0/UDP 10.219.0.2:5062;branch={branch}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 2 REGISTER\r\n{authorization}"
+            f"Content-Length: 0\r\n\r\n").encode()
+
+
+def _socket(namespace, address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if IP(address).version == 6 else socket.AF_INET
+    with namespace.entered():
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    return sock
+
+
+def send(dp, peer: str, message: bytes) -> None:
+    """A request from peer to the server's 5060, or a response from 5060 to the peer."""
+    server = SRV6 if IP(peer).version == 6 else SRV4
+    if message.startswith(b"SIP/2.0"):
+        with _socket(dp.srv, server, 5060) as sock:
+            sock.sendto(message, (peer, 5062))
+    else:
+        with _socket(dp.cli, peer, 5062) as sock:
+            sock.sendto(message, (server, 5060))
+    time.sleep(0.02)
+
+
+def captured(dp, count: int, timeout: float = 3.0) -> list:
+    items = []
+    dp.on_capture(items.append)
+    deadline = time.monotonic() + timeout
+    while len(items) < count and time.monotonic() < deadline:
+        dp.poll(50)
+    dp.poll(50)
+    return items
+
+
+def arm(dp, peer: str, failure: bytes, deadline_s: float = 60.0) -> None:
+    """Challenges the peer (so that the capture reads its requests) and arms it with failure
+    as the failure that armed it."""
+    send(dp, peer, response(401, "challenge-" + peer, "z9hG4bKc"))
+    dp.arm(peer, time.monotonic_ns() + int(deadline_s * 1e9), BAN_NS,
+           headerscan.message_hash(failure))
+
+
+@pytest.mark.parametrize("peer", [PEERS4[0], PEER6])
+def test_an_armed_source_is_banned_by_the_capture_at_its_next_failure(dp, peer):
+    before = dp.kernel_counters()["kernel_bans"]
+    arming = response(401, "call-a", "z9hG4bKa1")
+    arm(dp, peer, arming)
+    send(dp, peer, request("call-a", "z9hG4bKa2", credentials=True))
+    start = time.monotonic_ns()
+    send(dp, peer, response(401, "call-a", "z9hG4bKa2"))
+    ban = dp.ban_of(IP(peer))
+    assert ban is not None, "no ban in the map: the capture did not ban the armed source"
+    assert dp.kernel_counters()["kernel_bans"] == before + 1
+    assert start < ban.expires_ns - BAN_NS < time.monotonic_ns()
+    state = dp.arm_of(peer)
+    assert state.banned_ns == ban.expires_ns - BAN_NS and state.expires_ns == ban.expires_ns
+    assert 0 < state.banned_ns - state.request_ns < 10**9
+    flagged = [p for p in captured(dp, 3) if p.kernel_ban]
+    assert [(p.status, p.dst) for p in flagged] == [(401, IP(peer))]
+
+
+def test_a_403_to_credentials_bans_and_the_failure_that_armed_it_sent_again_does_not(dp):
+    peer = PEERS4[1]
+    arming = response(403, "call-b", "z9hG4bKb1")
+    arm(dp, peer, arming)
+    send(dp, peer, request("call-b", "z9hG4bKb1", credentials=True))    # the request sent again
+    send(dp, peer, arming)                                              # ... and its answer
+    assert dp.ban_of(IP(peer)) is None
+    assert dp.arm_of(peer).request_hash == headerscan.call_hash(b"call-b")
+    send(dp, peer, response(403, "call-b", "z9hG4bKb2"))               # a new failure
+    assert dp.ban_of(IP(peer)) is not None
+    assert dp.arm_of(peer).failure_hash == headerscan.message_hash(
+        response(403, "call-b", "z9hG4bKb2"))
+
+
+def test_a_challenge_to_a_request_without_credentials_does_not_ban(dp):
+    peer = PEERS4[2]
+    arm(dp, peer, response(401, "call-c", "z9hG4bKc1"))
+    # a plain REGISTER on a new Call-ID, and one on the Call-ID of earlier credentials
+    send(dp, peer, request("call-new", "z9hG4bKc2", credentials=False))
+    send(dp, peer, response(401, "call-new", "z9hG4bKc2"))
+    send(dp, peer, request("call-c", "z9hG4bKc3", credentials=True))
+    send(dp, peer, request("call-c", "z9hG4bKc4", credentials=False))
+    send(dp, peer, response(401, "call-c", "z9hG4bKc4"))
+    assert dp.ban_of(IP(peer)) is None
+    # credentials answered by a 200 are taken: a later challenge on the Call-ID does not ban
+    send(dp, peer, request("call-c", "z9hG4bKc5", credentials=True))
+    send(dp, peer, response(200, "call-c", "z9hG4bKc5"))
+    assert dp.arm_of(peer).request_hash == 0
+    send(dp, peer, response(401, "call-c", "z9hG4bKc6"))
+    assert dp.ban_of(IP(peer)) is None and dp.arm_of(peer).banned_ns == 0
+
+
+def test_a_lapsed_arm_an_unarmed_peer_and_the_feature_off_do_not_ban(dp):
+    lapsed, unarmed, off = PEERS4[3], PEERS4[4], PEERS4[5]
+    arm(dp, lapsed, response(401, "call-d", "z9hG4bKd1"), deadline_s=0.05)
+    time.sleep(0.1)
+    send(dp, unarmed, response(401, "challenge", "z9hG4bKd0"))
+    arm(dp, off, response(401, "call-d", "z9hG4bKd1"))
+    for peer in (lapsed, unarmed):
+        send(dp, peer, request("call-d", "z9hG4bKd2", credentials=True))
+        send(dp, peer, response(401, "call-d", "z9hG4bKd2"))
+    dp.set_kernel_ban(False)
+    send(dp, off, request("call-d", "z9hG4bKd2", credentials=True))
+    send(dp, off, response(401, "call-d", "z9hG4bKd2"))
+    assert [dp.ban_of(IP(p)) for p in (lapsed, unarmed, off)] == [None, None, None]
+    assert dp.arm_of(off).request_hash == 0          # off: the capture did not look
