@@ -63,6 +63,9 @@ class Settings:
     count_register_404: bool = False
     max_sources: int = 100_000
     max_open_challenges: int = 200_000
+    # the capture bans a source armed one proven failure short of maxretry itself
+    # (fastban.arming, bpf/armed.h): no attacker request passes after the threshold
+    kernel_ban: bool = False
     # files and kernel maps
     state_file: str = "/var/lib/fastban/state.msgpack"
     control_socket: str = "/run/fastban/control.sock"
@@ -347,6 +350,7 @@ VALIDATORS = {
     "count_register_404": _bool,
     "max_sources": _int(1),
     "max_open_challenges": _int(1),
+    "kernel_ban": _bool,
     "state_file": _path,
     "control_socket": _path,
     "map_capacity": _int(1, 1 << 28),

@@ -20,6 +20,7 @@ from collections import Counter, deque
 from typing import Callable
 
 from fastban import state
+from fastban.arming import Arming
 from fastban.banlist import FOUND_IN_MAP, ban_rows, kernel_bans, rows_later
 from fastban.clock import expiry_to_monotonic_ns, expiry_to_wall, iso
 from fastban.dataplane import BanTableFull
@@ -88,6 +89,7 @@ class Guard:
         self._sequence = itertools.count()
         for record in self.state.bans.values():
             self._schedule(record)
+        self.arming = Arming(dataplane, self.detector, self.banned)
         self._apply_settings()
         self._reconcile()
 
@@ -133,6 +135,7 @@ class Guard:
         self.dataplane.set_sip_ports(s.sip_ports)
         self.dataplane.set_scope(s.effective_ban_ports if s.ban_scope == "ports" else None)
         self.dataplane.set_challenge_grace(s.challenge_grace)
+        self.arming.configure(s)
 
     def _reconcile(self) -> None:
         """Makes the kernel map and the saved records agree after a restart or a crash."""
@@ -173,10 +176,14 @@ class Guard:
         detector, new_bans, reasons = self.detector, [], self.copied_by_reason
         for packet in captured:
             reasons[packet.reason] += 1
-            for verdict in detector.segment(packet.ktime_ns / 1e9 + offset, packet):
+            at = packet.ktime_ns / 1e9 + offset
+            verdicts = detector.segment(at, packet)
+            for verdict in verdicts:
                 if (record := self.ban_decided(verdict)):
                     new_bans.append(record)
                     self.ban_latency.observe((self.monotonic_ns() - packet.ktime_ns) / 1e9)
+            if self.arming.enabled:
+                self.arming.observed(packet, at, offset, verdicts)
         if detector.unread_challenges:
             self._mark_unread_challenges(offset)
         if self.rules.trust_reports:
@@ -372,6 +379,7 @@ class Guard:
     def _keep(self, record: BanRecord) -> None:
         """A ban written to the kernel: its record, expiry, journal entry and counts."""
         self.state.bans[record.target] = record
+        self.arming.disarm(record.target)
         self._peak_bans = max(self._peak_bans, len(self.state.bans))
         self._schedule(record)
         self._changes.append(state.ban_change(record, self.detector.history.count(record.target)))
@@ -402,6 +410,7 @@ class Guard:
         removed = self.dataplane.unban(network) or known
         if removed:
             self.detector.lifted(network)
+            self.arming.disarm(network)
             self.counts["unbans_total"] += 1
             self._changes.append(state.unban_change(network))
             self._dirty = True
