@@ -111,13 +111,13 @@ struct fb_capture_meta {
 /* ---- armed sources: the threshold ban decided in the kernel (bpf/tc_capture.c) ---- */
 
 #define FB_ARMED_ENTRIES        65536   /* armed sources (LRU: an evicted arm falls back to user space) */
-#define FB_MESSAGE_SPAN         2048    /* bytes of a response the message hash reads (FB_SCAN_MAX) */
 #define FB_META_KERNEL_BAN      8       /* flag of a copied response on which the capture banned its peer */
 
 /* Value of the "armed" table (key: struct fb_peer): a source one proven failure short of
  * maxretry, written by user space (fastban/arming.py). The capture bans it at its next 401/407/403
  * that answers a request with credentials from it, unless that response is the failure that
- * armed it (failure_hash: FNV-1a of its first FB_MESSAGE_SPAN payload bytes) sent again. */
+ * armed it sent again (failure_hash: FNV-1a of its bytes up to its Call-ID's value, which hold
+ * its status and top Via branch, fastban.headerscan.failure_hash). */
 struct fb_armed {
     __u64 deadline_ns;      /* the arm lapses then (its oldest failure leaves findtime) */
     __u64 ban_ns;           /* duration of the ban the capture writes; 0 = permanent */

@@ -7,9 +7,14 @@
  *   - on a final response to an armed peer on that Call-ID: a 401/407/403 bans the peer in
  *     bans_v4/bans_v6 at once (and marks the copy FB_META_KERNEL_BAN), any other takes the
  *     request (a challenge to a request without credentials, a 200, never ban).
- * A retransmitted response is the same bytes (RFC 3261 17.2.1: the transaction sends its stored
- * response again), a new failure differs at least in its top Via branch: so the failure that
- * armed the source, sent again, hashes to failure_hash and does not ban.
+ * A failure is told from a retransmission of it as the rules tell them (fastban/rules.py): by
+ * its status, Call-ID and top Via branch. The hash of the response's bytes before its Call-ID's
+ * value (the status line, and the Via, From and To every SIP stack writes ahead of the Call-ID)
+ * is compared with that of the failure that armed the source. A retransmission hashes the same
+ * (a stateful server resends its stored bytes, RFC 3261 17.2.1; a stateless one answers the same
+ * request with the same headers: only the nonce, after the Call-ID, may change); a new failure
+ * has a new branch. When two failures hash the same anyway (a Via after the Call-ID), the
+ * capture does not ban and user space decides, as without arms.
  */
 #ifndef FASTBAN_ARMED_H
 #define FASTBAN_ARMED_H
@@ -17,13 +22,13 @@
 BPF_TABLE_PINNED("lru_hash", struct fb_peer, struct fb_armed, armed, FB_ARMED_ENTRIES,
                  FB_PIN("armed"));
 
-/* FNV-1a over the loaded payload bytes (fastban.headerscan.message_hash in user space). */
-static __always_inline __u64 fb_hash_message(struct fb_work *w)
+/* FNV-1a over the bytes before the Call-ID's value (fastban.headerscan.failure_hash). */
+static __always_inline __u64 fb_hash_failure(struct fb_work *w)
 {
     __u64 h = FB_FNV_OFFSET;
-    __u32 n = w->scan_len;
+    __u32 n = w->call_at;
 #pragma clang loop unroll(disable)
-    for (__u32 i = 0; i < FB_MESSAGE_SPAN; i++) {
+    for (__u32 i = 0; i < FB_SCAN_MAX; i++) {
         if (i >= n)
             break;
         h = (h ^ w->bytes[i]) * FB_FNV_PRIME;
@@ -52,7 +57,7 @@ static __always_inline void fb_armed_response(struct fb_work *w, struct fb_armed
     }
     if (arm->banned_ns || w->now >= arm->deadline_ns || !fb_fresh(arm->request_ns, w))
         return;
-    __u64 hash = fb_hash_message(w);
+    __u64 hash = fb_hash_failure(w);
     if (hash == arm->failure_hash)
         return;                               /* the failure that armed it, sent again */
     __u64 expires = arm->ban_ns ? w->now + arm->ban_ns : 0;

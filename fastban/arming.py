@@ -4,7 +4,8 @@ becomes of the bans the capture makes (bpf/armed.h does the kernel's half).
 A source is armed when a proven failure read from a UDP response leaves it one short of
 ``maxretry`` (IPv4, or IPv6 with ``ipv6_ban_prefix`` 128: the capture writes exact bans). Its
 arm carries the ban duration the rules would give it (bantime, escalated over its earlier
-bans), the hash of that failure's bytes (its retransmission must not ban) and a deadline: the
+bans), the hash of that failure's status and top Via branch (its retransmission must not ban,
+fastban.headerscan.failure_hash) and a deadline: the
 time its oldest counted failure leaves ``findtime``, after which one more failure no longer
 bans. It is disarmed when a ban of it is written (its history starts again) and when it is
 unbanned or forgotten. Trust does not disarm: it drops only unproven failures, and only proven
@@ -72,9 +73,11 @@ class Arming:
     def _arm(self, peer, now: float, deadline: float, offset: float, payload: bytes) -> None:
         detector = self.detector
         bantime = detector.settings.bantime_for(detector.history.count(ipaddress.ip_network(peer)))
-        # the capture hashes the UDP payload as it loaded it: what the copy holds of it
+        failure = headerscan.failure_hash(payload)
+        if failure is None:
+            return                                  # the capture could not read its Call-ID
         self.dataplane.arm(peer, max(0, int((deadline - offset) * 1e9)), int(bantime * 1e9),
-                           headerscan.message_hash(payload))
+                           failure)
         armed = self._armed
         armed.pop(peer, None)
         armed[peer] = deadline

@@ -54,10 +54,11 @@ def dp(rig):
     return rig
 
 
-def response(status: int, call_id: str, branch: str) -> bytes:
+def response(status: int, call_id: str, branch: str, nonce: str = "n2") -> bytes:
     reason = {401: "Unauthorized", 403: "Forbidden", 407: "Proxy Authentication Required",
               200: "OK"}[status]
-    challenge = 'WWW-Authenticate: Digest realm="lab", nonce="n2"\r\n' if status == 401 else ""
+    challenge = f'WWW-Authenticate: Digest realm="lab", nonce="{nonce}"\r\n' \
+        if status == 401 else ""
     return (f"SIP/2.0 {status} {reason}\r\nVia: SIP/2.0/UDP 10.219.0.2:5062;branch={branch}\r\n"
             f"Call-ID: {call_id}\r\nCSeq: 2 REGISTER\r\n{challenge}"
             f"Content-Length: 0\r\n\r\n").encode()
@@ -108,7 +109,7 @@ def arm(dp, peer: str, failure: bytes, deadline_s: float = 60.0) -> None:
     as the failure that armed it."""
     send(dp, peer, response(401, "challenge-" + peer, "z9hG4bKc"))
     dp.arm(peer, time.monotonic_ns() + int(deadline_s * 1e9), BAN_NS,
-           headerscan.message_hash(failure))
+           headerscan.failure_hash(failure))
 
 
 @pytest.mark.parametrize("peer", [PEERS4[0], PEER6])
@@ -140,8 +141,18 @@ def test_a_403_to_credentials_bans_and_the_failure_that_armed_it_sent_again_does
     assert dp.arm_of(peer).request_hash == headerscan.call_hash(b"call-b")
     send(dp, peer, response(403, "call-b", "z9hG4bKb2"))               # a new failure
     assert dp.ban_of(IP(peer)) is not None
-    assert dp.arm_of(peer).failure_hash == headerscan.message_hash(
-        response(403, "call-b", "z9hG4bKb2"))
+    assert dp.arm_of(peer).failure_hash == headerscan.failure_hash(
+        response(403, "call-b", "z9hG4bKb2")) != headerscan.failure_hash(arming)
+
+
+def test_a_stateless_servers_answer_again_with_a_new_nonce_is_the_same_failure(dp):
+    peer = PEERS4[1]
+    arm(dp, peer, response(401, "call-e", "z9hG4bKe1", nonce="first"))
+    send(dp, peer, request("call-e", "z9hG4bKe1", credentials=True))
+    send(dp, peer, response(401, "call-e", "z9hG4bKe1", nonce="second"))
+    assert dp.ban_of(IP(peer)) is None
+    send(dp, peer, response(401, "call-e", "z9hG4bKe2", nonce="second"))
+    assert dp.ban_of(IP(peer)) is not None
 
 
 def test_a_challenge_to_a_request_without_credentials_does_not_ban(dp):
@@ -176,3 +187,97 @@ def test_a_lapsed_arm_an_unarmed_peer_and_the_feature_off_do_not_ban(dp):
     send(dp, off, response(401, "call-d", "z9hG4bKd2"))
     assert [dp.ban_of(IP(p)) for p in (lapsed, unarmed, off)] == [None, None, None]
     assert dp.arm_of(off).request_hash == 0          # off: the capture did not look
+
+
+# ---- the guard: arming, and the record of the ban the capture made ----
+
+@pytest.fixture
+def guard_for(dp, tmp_path):
+    from fastban.config import load_settings
+    from fastban.guard import Guard
+
+    def make(**overrides):
+        settings = load_settings(None, {"state_file": str(tmp_path / "state.msgpack"),
+                                        "control_socket": str(tmp_path / "control.sock"),
+                                        "maxretry": 3, "challenge_grace": 30,
+                                        "kernel_ban": True, **overrides})
+        return Guard(settings, dp)
+    yield make
+    dp.set_kernel_ban(False)
+
+
+def guess(dp, guard, peer: str, branch: str, stale: bool = False, read: bool = True) -> list:
+    """A REGISTER with credentials (the nonce the server issued) and its 401, as a guesser and
+    a server send them; the guard reads what the capture copied unless read is False."""
+    from traces import sip_request, sip_response
+    send(dp, peer, sip_request("REGISTER", call_id="guesser", branch=branch, via_host=peer,
+                               auth=True))
+    answer = sip_response(401, call_id="guesser", branch=branch, via_host=peer)
+    if stale:
+        answer = answer.replace(b"algorithm=MD5", b"stale=true,algorithm=MD5")
+    send(dp, peer, answer)
+    if not read:
+        return []
+    packets = captured(dp, 2)
+    guard.handle_packets(packets)
+    return packets
+
+
+def challenge(dp, guard, peer: str) -> None:
+    from traces import sip_request, sip_response
+    send(dp, peer, sip_request("REGISTER", call_id="guesser", branch="z9hG4bK0", via_host=peer))
+    send(dp, peer, sip_response(401, call_id="guesser", branch="z9hG4bK0", via_host=peer))
+    guard.handle_packets(captured(dp, 1))
+
+
+def test_the_guard_arms_the_capture_bans_and_the_guard_records_the_ban(dp, guard_for):
+    guard, peer = guard_for(bantime=900), PEERS4[0]
+    challenge(dp, guard, peer)
+    guess(dp, guard, peer, "z9hG4bK1")
+    assert dp.arm_of(peer) is None                         # two short: not armed
+    guess(dp, guard, peer, "z9hG4bK2")
+    arm = dp.arm_of(peer)
+    assert arm is not None and arm.ban_ns == 900 * 10**9 and arm.banned_ns == 0
+    assert 0 < arm.deadline_ns - time.monotonic_ns() <= 1800 * 10**9      # findtime
+    kernel_bans = dp.kernel_counters()["kernel_bans"]
+    guess(dp, guard, peer, "z9hG4bK3", read=False)
+    ban = dp.ban_of(IP(peer))
+    assert ban is not None and guard.state.bans == {}       # the kernel banned, alone
+    assert dp.kernel_counters()["kernel_bans"] == kernel_bans + 1
+    packets = captured(dp, 2)
+    assert [p.kernel_ban for p in packets] == [False, True]
+    [record] = guard.handle_packets(packets)
+    assert str(record.target) == f"{peer}/32"
+    assert "3 proven (3×bad credentials 401)" in record.reason
+    assert dp.arm_of(peer) is None and guard.arming.counts["kernel_bans_confirmed"] == 1
+    now = time.monotonic_ns()
+    assert abs(dp.ban_of(IP(peer)).expires_ns - (now + 900 * 10**9)) < 5 * 10**9
+
+
+def test_a_kernel_ban_the_rules_do_not_confirm_is_lifted(dp, guard_for):
+    guard, peer = guard_for(), PEERS4[1]
+    challenge(dp, guard, peer)
+    guess(dp, guard, peer, "z9hG4bK1")
+    guess(dp, guard, peer, "z9hG4bK2")
+    assert dp.arm_of(peer) is not None
+    # an expired nonce, not a password: the capture bans, the rules count no failure
+    guess(dp, guard, peer, "z9hG4bK3", stale=True, read=False)
+    assert dp.ban_of(IP(peer)) is not None
+    assert guard.handle_packets(captured(dp, 2)) == []
+    assert dp.ban_of(IP(peer)) is None and dp.arm_of(peer) is None
+    assert guard.arming.counts["kernel_bans_lifted"] == 1
+    assert guard.rules.failures_of(peer) == 2
+
+
+def test_unban_and_whitelist_leave_nothing_armed(dp, guard_for):
+    peer, listed = PEERS4[2], PEERS4[3]
+    guard = guard_for(whitelist=[f"{listed}/32"])
+    for source in (peer, listed):
+        challenge(dp, guard, source)
+        guess(dp, guard, source, "z9hG4bK1")
+        guess(dp, guard, source, "z9hG4bK2")
+    assert dp.arm_of(peer) is not None and dp.arm_of(listed) is None
+    guard.ban(peer)
+    assert dp.arm_of(peer) is None                         # banned: its history starts again
+    guard.unban(peer)
+    assert dp.armed_sources() == []

@@ -19,7 +19,7 @@ FbArmed = ABI.struct("fb_armed")
 class Arm:
     deadline_ns: int        # kernel monotonic ns the arm lapses
     ban_ns: int             # duration of the ban the capture writes, 0 = permanent
-    failure_hash: int       # fastban.headerscan.message_hash of the failure that armed it
+    failure_hash: int       # fastban.headerscan.failure_hash of the failure that armed it
     request_hash: int       # Call-ID hash of the last request with credentials, 0 = none
     request_ns: int
     banned_ns: int          # when the capture banned the source, 0 = not yet
