@@ -17,8 +17,9 @@ packets after the threshold" (probes that arrived after t_N).
 server's TC ingress (the arm's request_ns) to the ban written in the map by the capture (its
 banned_ns), both read from the armed entry, so both in the kernel clock. It includes the server
 answering the request (here this Python responder: recv + sendto) and the capture's work on the
-401; the ban is written in the same TC run that sees the 401 leave (banned_ns is that run's
-ktime), before the sendto() returns.
+401, which writes the ban in the TC run that sees the 401 leave, before the sendto() returns
+(banned_ns is read after the map update). "armed_response_to_ban_us" is that last part alone:
+from the 401's ktime at TC egress (the ban's expiry minus its duration) to banned_ns.
 
     .venv/bin/python -m benchmarks.kernel_ban [--quick] [--attackers 300]
 """
@@ -193,7 +194,9 @@ def _one_attacker(i: int, sock, raw, att_mac, srv_mac, interval: int, plane, arm
             "first_dropped_ns": sent[last_rx + 1] - t_n if banned else None,
             "kernel_banned": bool(arm and arm.banned_ns),
             "request_to_ban_ns": arm.banned_ns - arm.request_ns if arm and arm.banned_ns
-            else None}
+            else None,
+            "response_to_ban_ns": arm.banned_ns - (arm.expires_ns - arm.ban_ns)
+            if arm and arm.banned_ns else None}
 
 
 def _collect(sock, attacker: int, received: set) -> int:
@@ -214,6 +217,8 @@ def _analyse(per: list, interval_us: int) -> dict:
     after = [p["after_threshold"] for p in per]
     ttb = [p["first_dropped_ns"] / 1000 for p in per if p["banned"]]
     armed = [p["request_to_ban_ns"] / 1000 for p in per if p["request_to_ban_ns"] is not None]
+    capture = [p["response_to_ban_ns"] / 1000 for p in per
+               if p["response_to_ban_ns"] is not None]
     return {
         "requests_per_s": round(1e6 / interval_us),
         "banned": sum(p["banned"] for p in per), "kernel_banned": sum(p["kernel_banned"]
@@ -227,6 +232,8 @@ def _analyse(per: list, interval_us: int) -> dict:
                                              "p99": percentile(ttb, 99)},
         "armed_request_to_ban_us": {"p50": percentile(armed, 50), "p99": percentile(armed, 99),
                                     "max": max(armed, default=None), "count": len(armed)},
+        "armed_response_to_ban_us": {"p50": percentile(capture, 50),
+                                     "p99": percentile(capture, 99)},
     }
 
 

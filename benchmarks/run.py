@@ -170,6 +170,10 @@ def _kernel_ban_rows(rows):
                              f"kernel clock; {armed['count']} bans)",
                              f"p50 {_fmt(armed['p50'])} us, p99 {_fmt(armed['p99'])} us",
                              "p99 <= 100 us", armed["p99"] <= 100))
+                own = r["armed_response_to_ban_us"]
+                rows.append((f"... of which the capture's own part (401 at TC egress -> ban "
+                             f"written), {r['requests_per_s']:,} requests/s",
+                             f"p50 {_fmt(own['p50'])} us, p99 {_fmt(own['p99'])} us", "", None))
 
 
 def _ttb_rows(rows):

@@ -125,8 +125,8 @@ struct fb_armed {
     __u64 request_hash;     /* Call-ID hash of the last request with credentials from the peer;
                                0 once a final answer or a request without credentials took it */
     __u64 request_ns;       /* when that request arrived (ingress) */
-    __u64 banned_ns;        /* when the capture banned the source; 0 = not yet */
-    __u64 expires_ns;       /* the expiry it wrote (0 = permanent) */
+    __u64 banned_ns;        /* when the capture had written the ban; 0 = not yet */
+    __u64 expires_ns;       /* the expiry it wrote: the failure's ktime + ban_ns (0 = permanent) */
 };
 
 /* ---- the header scan (fastban/headerscan.py builds its table) ---- */

@@ -77,7 +77,7 @@ static __always_inline void fb_armed_response(struct fb_work *w, struct fb_armed
     arm->request_hash = 0;
     arm->failure_hash = hash;
     arm->expires_ns = expires;
-    arm->banned_ns = w->now;
+    arm->banned_ns = bpf_ktime_get_ns();      /* written: after the map update */
     w->meta.flags |= FB_META_KERNEL_BAN;
     fb_count(FB_CNT_KERNEL_BANS);
 }
