@@ -45,6 +45,9 @@ class Arming:
             self.disarm_all()                      # new rules count from zero
         self._rules = rules
         if settings.kernel_ban != self.enabled:
+            if settings.kernel_ban:                 # arms pinned by an earlier guard: its counts
+                for peer in self.dataplane.armed_sources():     # are gone
+                    self.dataplane.disarm(peer)
             self.dataplane.set_kernel_ban(settings.kernel_ban)
         self.enabled = settings.kernel_ban
 

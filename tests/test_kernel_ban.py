@@ -272,7 +272,10 @@ def test_a_kernel_ban_the_rules_do_not_confirm_is_lifted(dp, guard_for):
 
 def test_unban_and_whitelist_leave_nothing_armed(dp, guard_for):
     peer, listed = PEERS4[2], PEERS4[3]
+    dp.arm(peer, time.monotonic_ns() + 10**12, BAN_NS, 1)      # left by an earlier guard
+    dp.set_kernel_ban(False)
     guard = guard_for(whitelist=[f"{listed}/32"])
+    assert dp.armed_sources() == []
     for source in (peer, listed):
         challenge(dp, guard, source)
         guess(dp, guard, source, "z9hG4bK1")
