@@ -14,7 +14,8 @@ ones arm. Whitelisted sources are never counted, so never armed.
 A ban the capture made is settled when its message is read: the rules, counting that failure,
 decide the ban themselves (the guard writes its record, which sets the expiry again) or they
 do not (the failure was not proven, e.g. a challenge with stale=true): then the kernel's ban
-is lifted, unless a ban the guard holds covers the source, and the source disarmed.
+is lifted, unless a ban the guard holds covers the source, and the source disarmed. So is one
+whose copy was lost (the perf buffer full): ``sweep()`` on each tick finds it by its banned_ns.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from fastban.abi import ABI
 from fastban.decisions import PROVEN_KINDS
 
 FAILURE_STATUSES = (401, 403, 407)
+# A ban the capture made whose copy was not read this long after (lost from the perf buffer)
+# is lifted by sweep(): the rules never counted that failure.
+UNSETTLED_AFTER_NS = 2 * 10**9
+SWEPT_PER_CALL = 1000
 
 
 class Arming:
@@ -97,6 +102,14 @@ class Arming:
         if not self.banned(peer):
             self.dataplane.unban(peer)
         self.disarm(peer)
+
+    def sweep(self, now_ns: int) -> None:
+        """Lifts kernel bans whose copy never reached the rules (at most SWEPT_PER_CALL arms
+        looked at per call, oldest first)."""
+        for peer in list(self._armed)[:SWEPT_PER_CALL]:
+            arm = self.dataplane.arm_of(peer)
+            if arm is not None and arm.banned_ns and now_ns - arm.banned_ns > UNSETTLED_AFTER_NS:
+                self._settle(peer, [])
 
     def disarm(self, target) -> None:
         """A ban of target was written, or it was unbanned: its failures start again."""

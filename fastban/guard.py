@@ -246,6 +246,8 @@ class Guard:
         horizon = now if read_until is None else min(now, read_until)
         new_bans = [record for verdict in self.detector.expire(horizon - EXPIRE_LAG)
                     if (record := self.ban_decided(verdict))]
+        if self.arming.enabled:
+            self.arming.sweep(self.monotonic_ns())
         if self.rules.counted:
             self._share_failures()
         if len(self.state.trusted) > 2 * self.settings.max_sources:   # lapsed trust

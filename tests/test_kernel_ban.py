@@ -270,6 +270,22 @@ def test_a_kernel_ban_the_rules_do_not_confirm_is_lifted(dp, guard_for):
     assert guard.rules.failures_of(peer) == 2
 
 
+def test_a_kernel_ban_whose_copy_was_lost_is_lifted_on_a_later_tick(dp, guard_for):
+    from fastban import arming
+    guard, peer = guard_for(), PEERS4[4]
+    challenge(dp, guard, peer)
+    guess(dp, guard, peer, "z9hG4bK1")
+    guess(dp, guard, peer, "z9hG4bK2")
+    guess(dp, guard, peer, "z9hG4bK3", read=False)
+    assert len(captured(dp, 2)) == 2                      # read, never given to the guard
+    guard.tick()
+    assert dp.ban_of(IP(peer)) is not None                # not yet: the copy may be on its way
+    time.sleep(arming.UNSETTLED_AFTER_NS / 1e9 + 0.2)
+    guard.tick()
+    assert dp.ban_of(IP(peer)) is None and dp.arm_of(peer) is None
+    assert guard.arming.counts["kernel_bans_lifted"] == 1 and guard.state.bans == {}
+
+
 def test_unban_and_whitelist_leave_nothing_armed(dp, guard_for):
     peer, listed = PEERS4[2], PEERS4[3]
     dp.arm(peer, time.monotonic_ns() + 10**12, BAN_NS, 1)      # left by an earlier guard
