@@ -9,7 +9,7 @@ append each:
 Prints "ready" once attached; on SIGTERM stops, detaches and writes the records as JSON.
 
     python -m benchmarks.guard_proc IFACE WORKDIR [--maxretry N] [--xdp-mode native]
-        [--fleet-redis URL [--fleet-counting]] [--hep-listen 127.0.0.1:9060]
+        [--fleet-redis URL [--fleet-counting]] [--hep-listen 127.0.0.1:9060] [--kernel-ban]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def main() -> int:
     parser.add_argument("--fleet-redis", default="")
     parser.add_argument("--fleet-counting", action="store_true")
     parser.add_argument("--hep-listen", default="")
+    parser.add_argument("--kernel-ban", action="store_true")
     args = parser.parse_args()
 
     from fastban.config import load_settings
@@ -47,6 +48,7 @@ def main() -> int:
         "map_capacity": args.capacity, "xdp_mode": args.xdp_mode,
         "fleet_redis": args.fleet_redis, "fleet_counting": args.fleet_counting,
         "fleet_name": "bench", "edge_name": "edge-rate", "hep_listen": args.hep_listen,
+        "kernel_ban": args.kernel_ban,
     })
     service = Service(settings, args.iface, detach_on_exit=True)
     dp = service.dataplane

@@ -23,9 +23,10 @@ import time
 
 from benchmarks.common import HERE, RESULTS, ROOT, log, machine, save_json, sweep_pins
 
-PARTS = ("xdp_cost", "drop_rig", "time_to_ban", "parser", "controller_rate", "scale",
-         "capture_cost", "fleet", "hep_rate", "limiter_cost", "overload")
-TIMEOUTS = {"xdp_cost": 300, "drop_rig": 900, "time_to_ban": 600, "parser": 600,
+PARTS = ("xdp_cost", "drop_rig", "time_to_ban", "kernel_ban", "parser", "controller_rate",
+         "scale", "capture_cost", "fleet", "hep_rate", "limiter_cost", "overload")
+TIMEOUTS = {"xdp_cost": 300, "drop_rig": 900, "time_to_ban": 600, "kernel_ban": 600,
+            "parser": 600,
             "controller_rate": 600, "scale": 900, "capture_cost": 600, "fleet": 1500,
             "hep_rate": 600, "limiter_cost": 600, "overload": 600}
 
@@ -90,9 +91,9 @@ def _mark(met) -> str:
 def table() -> list[tuple]:
     """(measure, figure, target, met) rows from the JSON results present."""
     rows = []
-    for section in (_xdp_rows, _drop_rows, _ttb_rows, _parser_rows, _controller_rows,
-                    _hep_rows, _scale_rows, _capture_rows, _fleet_rows, _limiter_rows,
-                    _overload_rows):
+    for section in (_xdp_rows, _drop_rows, _ttb_rows, _kernel_ban_rows, _parser_rows,
+                    _controller_rows, _hep_rows, _scale_rows, _capture_rows, _fleet_rows,
+                    _limiter_rows, _overload_rows):
         try:
             section(rows)
         except (KeyError, TypeError, ValueError, IndexError) as error:
@@ -146,6 +147,33 @@ def _drop_rows(rows):
                 rows.append((f"Honest traffic, {int(size):,} bans, {name}",
                              f"{_fmt(row['pps'])} pkt/s ({row['vs_no_filter']}x none, "
                              f"{row['vs_f2b']}x f2b)", target, met))
+
+
+def _kernel_ban_rows(rows):
+    t = _load("kernel_ban")
+    if not t:
+        return
+    for mode, label in (("user", "decided in user space"), ("armed", "armed, in the kernel")):
+        for key, r in sorted(t.get(mode, {}).items()):
+            if not key.startswith("every_"):
+                continue
+            after = r["packets_after_threshold"]
+            rows.append((f"Attacker packets after the threshold, {label}, "
+                         f"{r['requests_per_s']:,} requests/s ({r['banned']}/{t['attackers']} "
+                         f"banned, {r['kernel_banned']} by the kernel)",
+                         f"p50 {_fmt(after['p50'])}, p99 {_fmt(after['p99'])}, max "
+                         f"{_fmt(after['max'])}", "<= 1", after["p99"] <= 1))
+            armed = r["armed_request_to_ban_us"]
+            if mode == "armed":
+                rows.append((f"Time to ban for an armed source, {r['requests_per_s']:,} "
+                             f"requests/s (credentialed request at ingress -> ban in the map, "
+                             f"kernel clock; {armed['count']} bans)",
+                             f"p50 {_fmt(armed['p50'])} us, p99 {_fmt(armed['p99'])} us",
+                             "p99 <= 100 us", armed["p99"] <= 100))
+                own = r["armed_response_to_ban_us"]
+                rows.append((f"... of which the capture's own part (401 at TC egress -> ban "
+                             f"written), {r['requests_per_s']:,} requests/s",
+                             f"p50 {_fmt(own['p50'])} us, p99 {_fmt(own['p99'])} us", "", None))
 
 
 def _ttb_rows(rows):

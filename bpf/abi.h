@@ -108,6 +108,27 @@ struct fb_capture_meta {
 #define FB_ROLE_RESPONSES       1   /* responses from the SIP ports */
 #define FB_ROLE_REQUESTS        2   /* requests to the SIP ports */
 
+/* ---- armed sources: the threshold ban decided in the kernel (bpf/tc_capture.c) ---- */
+
+#define FB_ARMED_ENTRIES        65536   /* armed sources (LRU: an evicted arm falls back to user space) */
+#define FB_META_KERNEL_BAN      8       /* flag of a copied response on which the capture banned its peer */
+
+/* Value of the "armed" table (key: struct fb_peer): a source one proven failure short of
+ * maxretry, written by user space (fastban/arming.py). The capture bans it at its next 401/407/403
+ * that answers a request with credentials from it, unless that response is the failure that
+ * armed it sent again (failure_hash: FNV-1a of its bytes up to its Call-ID's value, which hold
+ * its status and top Via branch, fastban.headerscan.failure_hash). */
+struct fb_armed {
+    __u64 deadline_ns;      /* the arm lapses then (its oldest failure leaves findtime) */
+    __u64 ban_ns;           /* duration of the ban the capture writes; 0 = permanent */
+    __u64 failure_hash;     /* the failure that armed it, then the one that banned it */
+    __u64 request_hash;     /* Call-ID hash of the last request with credentials from the peer;
+                               0 once a final answer or a request without credentials took it */
+    __u64 request_ns;       /* when that request arrived (ingress) */
+    __u64 banned_ns;        /* when the capture had written the ban; 0 = not yet */
+    __u64 expires_ns;       /* the expiry it wrote: the failure's ktime + ban_ns (0 = permanent) */
+};
+
 /* ---- the header scan (fastban/headerscan.py builds its table) ---- */
 
 #define FB_SCAN_MAX             2048    /* message bytes the header scan reads */

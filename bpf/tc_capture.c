@@ -15,7 +15,8 @@
  * The Call-ID, the credentials and the length of a message are read by the header scan, an
  * automaton whose table user space writes (fastban/headerscan.py). Whatever the scan cannot
  * read within FB_SCAN_MAX bytes counts as open: it costs a copy, never a withheld message.
- * Never changes or drops a packet. Compiled together with xdp_drop.c (fastban/dataplane).
+ * With FB_CFG_ARMED, it bans armed sources itself (bpf/armed.h). Never changes or drops a
+ * packet. Compiled together with xdp_drop.c (fastban/dataplane).
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
@@ -72,6 +73,8 @@ static __always_inline int fb_fresh(__u64 then, struct fb_work *w)
 {
     return then != 0 && w->now - then <= w->grace;
 }
+
+#include "armed.h"
 
 static __always_inline void *fb_skb_read(struct __sk_buff *skb, __u32 off, void *buffer,
                                          __u32 len)
@@ -190,7 +193,7 @@ static __always_inline int fb_classify(struct __sk_buff *skb, __u8 direction,
     w->now = bpf_ktime_get_ns();
     __u16 status = meta->status;
     if ((status == 403 || (status == 404 && fb_config(FB_CFG_COUNT_404))) &&
-        meta->protocol != IPPROTO_TCP) {
+        meta->protocol != IPPROTO_TCP && !fb_config(FB_CFG_ARMED)) {
         meta->reason = FB_WHY_FAILURE;        /* nothing to read in it */
         w->action = 0;
         return 1;
@@ -444,6 +447,8 @@ static __always_inline int fb_capture(struct __sk_buff *skb, __u8 direction)
         if (w->meta.protocol == IPPROTO_TCP && ((w->counts >> 16) & 0xFFFF) == 1)
             fb_read_length(w);
         w->meta.reason = fb_decide(w);
+        if (fb_config(FB_CFG_ARMED))
+            fb_armed_message(w);
     }
     if (w->meta.reason == 0)
         return TC_ACT_OK;

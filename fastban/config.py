@@ -65,6 +65,9 @@ class Settings:
     max_open_challenges: int = 200_000
     # overload: SIP requests/s the server answers; above it trusted sources go first. 0 = off
     sip_capacity: int = 0
+    # the capture bans a source armed one proven failure short of maxretry itself
+    # (fastban.arming, bpf/armed.h): no attacker request passes after the threshold
+    kernel_ban: bool = False
     # files and kernel maps
     state_file: str = "/var/lib/fastban/state.msgpack"
     control_socket: str = "/run/fastban/control.sock"
@@ -353,6 +356,7 @@ VALIDATORS = {
     "max_sources": _int(1),
     "max_open_challenges": _int(1),
     "sip_capacity": _int(0, 0xFFFFFFFF),
+    "kernel_ban": _bool,
     "state_file": _path,
     "control_socket": _path,
     "map_capacity": _int(1, 1 << 28),

@@ -20,6 +20,7 @@ from collections import Counter, deque
 from typing import Callable
 
 from fastban import state
+from fastban.arming import Arming
 from fastban.banlist import FOUND_IN_MAP, ban_rows, kernel_bans, rows_later
 from fastban.clock import expiry_to_monotonic_ns, expiry_to_wall, iso
 from fastban.dataplane import BanTableFull
@@ -90,6 +91,7 @@ class Guard:
         self._sequence = itertools.count()
         for record in self.state.bans.values():
             self._schedule(record)
+        self.arming = Arming(dataplane, self.detector, self.banned)
         self._apply_settings()
         self._reconcile()
 
@@ -139,6 +141,7 @@ class Guard:
         self.dataplane.set_challenge_grace(s.challenge_grace)
         self.dataplane.set_rate_limit(s.rate_limit, s.rate_limit_burst)
         self.dataplane.set_sip_capacity(s.sip_capacity)
+        self.arming.configure(s)
 
     def _reconcile(self) -> None:
         """Makes the kernel map and the saved records agree after a restart or a crash."""
@@ -179,10 +182,14 @@ class Guard:
         detector, new_bans, reasons = self.detector, [], self.copied_by_reason
         for packet in captured:
             reasons[packet.reason] += 1
-            for verdict in detector.segment(packet.ktime_ns / 1e9 + offset, packet):
+            at = packet.ktime_ns / 1e9 + offset
+            verdicts = detector.segment(at, packet)
+            for verdict in verdicts:
                 if (record := self.ban_decided(verdict)):
                     new_bans.append(record)
                     self.ban_latency.observe((self.monotonic_ns() - packet.ktime_ns) / 1e9)
+            if self.arming.enabled:
+                self.arming.observed(packet, at, offset, verdicts)
         if detector.unread_challenges:
             self._mark_unread_challenges(offset)
         if self.rules.trust_reports:
@@ -245,6 +252,8 @@ class Guard:
         horizon = now if read_until is None else min(now, read_until)
         new_bans = [record for verdict in self.detector.expire(horizon - EXPIRE_LAG)
                     if (record := self.ban_decided(verdict))]
+        if self.arming.enabled:
+            self.arming.sweep(self.monotonic_ns())
         if self.rules.counted:
             self._share_failures()
         if len(self.state.trusted) > 2 * self.settings.max_sources:   # lapsed trust
@@ -380,6 +389,7 @@ class Guard:
     def _keep(self, record: BanRecord) -> None:
         """A ban written to the kernel: its record, expiry, journal entry and counts."""
         self.state.bans[record.target] = record
+        self.arming.disarm(record.target)
         self._peak_bans = max(self._peak_bans, len(self.state.bans))
         self._schedule(record)
         self._changes.append(state.ban_change(record, self.detector.history.count(record.target)))
@@ -410,6 +420,7 @@ class Guard:
         removed = self.dataplane.unban(network) or known
         if removed:
             self.detector.lifted(network)
+            self.arming.disarm(network)
             self.counts["unbans_total"] += 1
             self._changes.append(state.unban_change(network))
             self._dirty = True

@@ -40,6 +40,9 @@ def guard_stats(guard) -> dict:
         "bans_refused": guard.counts["bans_refused"],
         "unbans_total": guard.counts["unbans_total"],
         "bans_by_origin": dict(guard.bans_by_origin),
+        "kernel_bans": counters.get("kernel_bans", 0),      # armed sources the capture banned
+        "kernel_bans_lifted": guard.arming.counts["kernel_bans_lifted"],   # ... unconfirmed
+        "sources_armed": guard.arming.armed,
         "failures_web_login": rules["failures_web_login"],
         "whitelisted": counters.get("whitelisted", 0),
         "rate_limited": counters.get("rate_limited", 0),

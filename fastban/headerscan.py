@@ -203,3 +203,23 @@ def scan(message: bytes, limit: int = SCAN_MAX, stop_at_call_id: bool = False) -
         if match:
             length = int(match.group(1))
     return HeaderScan(call_ids, call, lengths, length, credentials, header_end)
+
+
+def failure_hash(message: bytes) -> int:
+    """The kernel's hash of a failure response (bpf/armed.h): FNV-1a over its bytes before the
+    first Call-ID's value (the status line and the top Via branch); None when the scan finds no
+    Call-ID. A retransmission hashes the same, a new failure (a new branch) does not."""
+    state, call_at = START, 0
+    for offset, byte in enumerate(message[:SCAN_MAX]):
+        state = NEXT[state << 8 | byte]
+        if FLAGS[state] & FLAG_CALL_ID:
+            call_at = offset + 1
+            break
+        if FLAGS[state] & FLAG_END:
+            return None
+    if not call_at:
+        return None
+    h = FNV_OFFSET
+    for byte in message[:call_at]:
+        h = ((h ^ byte) * FNV_PRIME) & _MASK64
+    return h

@@ -548,6 +548,10 @@ class FailureRules:
         self.stats["failures_web_login"] += 1
         return self._fail(now, peer, self.source_key(peer), KIND_WEB_LOGIN, "failures_proven")
 
+    def history(self, key: int) -> tuple:
+        """The failures counted against a source key: ((time, kind), ...), oldest first."""
+        return tuple(self._sources.get(key, ()))
+
     def failures_of(self, address) -> int:
         """Failures currently counted against an address (or its prefix)."""
         return len(self._sources.get(self.source_key(ipaddress.ip_address(address)), ()))

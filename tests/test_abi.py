@@ -58,8 +58,9 @@ def test_the_real_header_gives_every_layout_user_space_uses():
                                "ranges_v6", "whitelist_v4", "whitelist_v6", "scope_ports",
                                "sip_ports", "challenged", "open_calls", "trusted_v4",
                                "trusted_v6", "rate_limit",
-                               "admission"}
+                               "admission", "armed"}
     assert ct.sizeof(ABI.struct("fb_admission")) == 8
+    assert ct.sizeof(ABI.struct("fb_armed")) == 56
     assert ABI.maps["config"].entries == ABI["FB_CFG_MAX"]
     assert ABI.maps["bans_v4"].entries is None           # the DataPlane's capacity
     assert ABI.group("FB_ROLE_") == {"responses": 1, "requests": 2}

@@ -26,6 +26,7 @@ def test_defaults():
     assert s.ban_scope == "all" and s.effective_ban_ports == (5060,)
     assert s.ipv6_ban_prefix == 128 and s.challenge_grace == 32
     assert s.count_register_404 is False
+    assert s.kernel_ban is False
     assert s.state_file == "/var/lib/fastban/state.msgpack"
     assert s.control_socket == "/run/fastban/control.sock"
     assert s.map_capacity == 1_048_576
@@ -107,6 +108,7 @@ def test_ban_ports(tmp_path):
     ("count_register_404", 2, "count_register_404: must be true or false, got 2"),
     ("max_sources", 0, "max_sources: must be a whole number ≥ 1"),
     ("max_open_challenges", "lots", "max_open_challenges: must be a whole number ≥ 1"),
+    ("kernel_ban", 3, "kernel_ban: must be true or false, got 3"),
     ("state_file", "", 'state_file: must be a file path, got ""'),
     ("control_socket", 3, "control_socket: must be a file path, got 3"),
     ("map_capacity", 0, "map_capacity: must be a whole number ≥ 1"),

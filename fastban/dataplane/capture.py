@@ -46,6 +46,7 @@ class CapturedPacket:
     tcp_fin: bool = False
     tcp_rst: bool = False
     reason: str = ""        # why the kernel copied it (FB_WHY_* in bpf/abi.h)
+    kernel_ban: bool = False    # the capture banned its peer on it (an armed source)
 
 
 def _struct_format(structure) -> struct.Struct:
@@ -85,6 +86,7 @@ def check_record_fields(structure, source) -> None:
 
 check_record_fields(FbCaptureMeta, ABI.source)
 _FRAGMENT, _FIN, _RST = ABI["FB_META_FRAGMENT"], ABI["FB_META_TCP_FIN"], ABI["FB_META_TCP_RST"]
+_KERNEL_BAN = ABI["FB_META_KERNEL_BAN"]
 _INGRESS = ABI["FB_DIR_INGRESS"]
 _META_SIZE = CAPTURE_META.size
 _unpack_meta = CAPTURE_META.unpack_from
@@ -106,7 +108,7 @@ def decode_capture(raw: bytes) -> CapturedPacket | None:
         packet[payload_off:payload_off + payload_len], ktime_ns,
         "ingress" if direction == _INGRESS else "egress", packet, _KINDS.get(kind, "response"),
         payload_len, tcp_seq, bool(flags & _FRAGMENT), bool(flags & _FIN), bool(flags & _RST),
-        REASONS.get(reason, ""))
+        REASONS.get(reason, ""), bool(flags & _KERNEL_BAN))
 
 
 class Capture:

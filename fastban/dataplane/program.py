@@ -28,7 +28,7 @@ PROGRAMS = ("xdp_drop.c", "tc_capture.c")
 # Pinned maps whose contents the guard sets up again at start: a pin left by a version with
 # another layout is replaced (BCC would reuse it as it is, and hide the new layout).
 REBUILT_MAPS = ("counters", "config", "challenged", "open_calls", "trusted_v4", "trusted_v6",
-                "rate_limit", "admission")
+                "rate_limit", "admission", "armed")
 # Pins of earlier versions that no program uses any more.
 RETIRED_PINS = ("challenges", "allow_v4", "allow_v6")
 _INCLUDE = re.compile(r'^#include "([\w.]+)"$', re.M)

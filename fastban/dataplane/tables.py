@@ -18,6 +18,7 @@ from typing import Iterable
 
 from fastban import headerscan
 from fastban.abi import ABI
+from fastban.dataplane.armed import ArmedTables
 from fastban.dataplane.errors import BanTableFull, DataPlaneError
 from fastban.dataplane.maps import BPF_NOEXIST
 from fastban.dataplane.rate_limit import RateLimits
@@ -91,7 +92,7 @@ def _peer_bytes(address) -> bytes:
     return address.packed
 
 
-class KernelTables(RateLimits):
+class KernelTables(RateLimits, ArmedTables):
     """The typed operations on the maps; `_check_open()` is the owner's."""
 
     def _check_open(self) -> None:       # the DataPlane overrides it
