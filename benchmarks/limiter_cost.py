@@ -35,6 +35,7 @@ from benchmarks.common import (BENCH_PIN_ROOT, log, map_memlock, median, save_js
 from benchmarks.xdp_cost import measure_parts
 
 TRACKED = 1_000_000
+TABLE_ENTRIES = 1 << 20        # rate_limit_sources for the run: room for TRACKED and the probes
 PROBES = {4: ("198.18.0.2", "198.19.0.1"), 6: ("2001:db8:ffff::2", "2001:db8:fffe::1")}
 TRUSTED = {4: "198.18.0.3", 6: "2001:db8:ffff::3"}
 SETTINGS = {"off": (0, 0), "admitted": (1_000_000, 1 << 31), "limited": (1, 1),
@@ -88,7 +89,8 @@ def run(quick: bool = False, repeat: int = 1_000_000, trials: int = 7) -> dict:
         ns_a, ns_b = lab.namespace("lim"), lab.namespace("limpeer")
         link = lab.link(ns_a, ns_b, "10.232.0.1/24", "10.232.0.2/24")
         with ns_a.entered():
-            dp = DataPlane(link.a, capture="none", pin_root=BENCH_PIN_ROOT)
+            dp = DataPlane(link.a, capture="none", pin_root=BENCH_PIN_ROOT,
+                           rate_entries=TABLE_ENTRIES)
         try:
             with ns_a.entered():
                 results["xdp_mode"] = dp.attach("native")

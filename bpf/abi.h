@@ -220,7 +220,8 @@ struct fb_admission {
 
 /* ---- the per-source rate limit of SIP requests (bpf/rate_limit.h) ---- */
 
-#define FB_RATE_ENTRIES         1048576 /* sources tracked (LRU, preallocated) */
+#define FB_RATE_ENTRIES_DEFAULT 65536   /* sources tracked (LRU, preallocated); the setting
+                                           rate_limit_sources compiles another */
 #define FB_NS_PER_SECOND        1000000000
 
 /* Value of the "rate_limit" table (key: struct fb_peer, IPv4 as ::ffff:a.b.c.d). The bucket is

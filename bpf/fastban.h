@@ -6,6 +6,7 @@
  *
  * Compile-time settings, passed with -D:
  *   FB_CAPACITY   entries per ban and whitelist map (default FB_CAPACITY_DEFAULT)
+ *   FB_RATE_ENTRIES  sources the rate limit tracks (default FB_RATE_ENTRIES_DEFAULT)
  *   FB_PIN_DIR    string literal, directory under bpffs where the maps are pinned
  */
 #ifndef FASTBAN_H
@@ -15,6 +16,9 @@
 
 #ifndef FB_CAPACITY
 #define FB_CAPACITY FB_CAPACITY_DEFAULT
+#endif
+#ifndef FB_RATE_ENTRIES
+#define FB_RATE_ENTRIES FB_RATE_ENTRIES_DEFAULT
 #endif
 #ifndef FB_PIN_DIR
 #define FB_PIN_DIR "/sys/fs/bpf/fastban/default"

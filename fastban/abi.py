@@ -41,6 +41,8 @@ _DEFINE = re.compile(r"#define\s+(\w+)(?:\s+(.+))?")
 _STRUCT = re.compile(r"struct\s+(\w+)\s*\{([^}]*)\}\s*;", re.S)
 _FIELD = re.compile(r"(struct\s+\w+|\w+)\s+(\w+)\s*(?:\[([^\]]+)\])?")
 _SUFFIX = re.compile(r"\b(0[xX][0-9a-fA-F]+|\d+)[uUlL]+\b")
+# Map sizes the DataPlane compiles in (-D), so no pin or compiled map is held to one number.
+COMPILED_SIZES = ("FB_CAPACITY", "FB_RATE_ENTRIES")
 _MAP = re.compile(r'BPF_TABLE_PINNED\(\s*"(\w+)"\s*,\s*([\w ]+?)\s*,\s*([\w ]+?)\s*,\s*(\w+)\s*,'
                   r'\s*(\w+)\s*,\s*FB_PIN\("(\w+)"\)', re.S)
 _OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.LShift, ast.RShift, ast.BitOr,
@@ -54,7 +56,7 @@ class MapSpec:
     kind: str                   # "hash", "lru_hash", "lpm_trie", "array", "percpu_array"
     key: type                   # a ctypes type
     value: type
-    entries: int | None         # None: the capacity the DataPlane is made with
+    entries: int | None         # None: a size the DataPlane is made with (COMPILED_SIZES)
     pin: str
 
 
@@ -171,7 +173,7 @@ def _maps(sources: list[Path], constants: dict, structs: dict) -> dict[str, MapS
         text = _COMMENT.sub("", path.read_text())
         for kind, key, value, name, entries, pin in _MAP.findall(text):
             where = f"{path.name}: map {name}"
-            count = None if entries == "FB_CAPACITY" else _evaluate(entries, constants, where)
+            count = None if entries in COMPILED_SIZES else _evaluate(entries, constants, where)
             maps[pin] = MapSpec(name, kind, _ctype(key, structs, where),
                                 _ctype(value, structs, where), count, pin)
     return maps

@@ -75,6 +75,7 @@ class Settings:
     # the per-source rate limit of SIP requests in XDP (bpf/rate_limit.h)
     rate_limit: int = 0            # requests/s per source; 0 = no limit
     rate_limit_burst: int = 0      # requests a source may send at once; 0 = 2 x rate_limit
+    rate_limit_sources: int = 65_536   # sources its kernel table tracks (LRU, preallocated)
     # the operator's page and /metrics (fastban web)
     web_listen: str = "127.0.0.1:8480"
     web_tls_cert: str = ""         # both set: the page is served over HTTPS
@@ -360,6 +361,7 @@ VALIDATORS = {
     "state_file": _path,
     "control_socket": _path,
     "map_capacity": _int(1, 1 << 28),
+    "rate_limit_sources": _int(1, 1 << 24),
     "rate_limit": _int(0, 1_000_000),
     "rate_limit_burst": _int(0, 1 << 31),
     "web_listen": _listen(allow_empty=False),

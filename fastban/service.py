@@ -56,7 +56,8 @@ class Service:
                                    sip_ports=settings.sip_ports,
                                    capture=settings.capture_direction,
                                    count_register_404=settings.count_register_404,
-                                   challenge_grace=settings.challenge_grace)
+                                   challenge_grace=settings.challenge_grace,
+                                   rate_entries=settings.rate_limit_sources)
         if self.dataplane.replaced_pins:
             log.info("replaced the pinned maps %s left by another version of fastban",
                      ", ".join(self.dataplane.replaced_pins))

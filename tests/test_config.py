@@ -115,6 +115,7 @@ def test_ban_ports(tmp_path):
     ("rate_limit", -1, "rate_limit: must be a whole number ≥ 0 and ≤ 1000000, got -1"),
     ("rate_limit", 2_000_000, "rate_limit: must be a whole number ≥ 0 and ≤ 1000000"),
     ("rate_limit_burst", "many", 'rate_limit_burst: must be a whole number ≥ 0'),
+    ("rate_limit_sources", 0, 'rate_limit_sources: must be a whole number ≥ 1'),
     ("interfaces", ["eth 0"], "interfaces: must be a list of interface names"),
     ("web_listen", "localhost:8480", "web_listen: must be an IP address and port"),
     ("web_listen", "127.0.0.1:0", "web_listen: must be an IP address and port"),

@@ -1041,6 +1041,29 @@ def test_open_pinned_shares_the_maps_of_the_loaded_program(dp, rig):
         DataPlane.open_pinned("fbnosuch0")
 
 
+def test_the_rate_table_is_as_big_as_asked_and_a_new_size_replaces_its_pin(kernel):
+    from fastban.abi import ABI
+    root = f"/sys/fs/bpf/fastban-ratesize-{os.getpid()}"
+    try:
+        with netns.Lab() as lab, lab.namespace("ratesize").entered():
+            first = DataPlane("lo", capture="none", pin_root=root, rate_entries=4096)
+            first.ban(IP("192.0.2.78"))
+            assert first.rate_table_entries() == 4096
+            first.close()
+            same = DataPlane("lo", capture="none", pin_root=root, rate_entries=4096)
+            assert "rate_limit" not in same.replaced_pins
+            same.close()
+            again = DataPlane("lo", capture="none", pin_root=root)
+            try:
+                assert again.replaced_pins == ["rate_limit"]
+                assert again.rate_table_entries() == ABI["FB_RATE_ENTRIES_DEFAULT"]
+                assert [ban.target for ban in again.bans()] == [IP("192.0.2.78")]
+            finally:
+                again.close()
+    finally:
+        dataplane.remove_pins(f"{root}/lo")
+
+
 def test_pins_left_by_another_version_are_replaced_and_bans_kept(kernel):
     from fastban.abi import ABI
     """BCC would reuse a pinned map of another layout as it is (an 8-entry config of before

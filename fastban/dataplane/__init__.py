@@ -78,11 +78,14 @@ class DataPlane(KernelTables):
 
     def __init__(self, iface: str, *, capacity: int = DEFAULT_CAPACITY, sip_ports=(5060,),
                  capture: str = "egress", count_register_404: bool = False,
-                 challenge_grace: float = 32.0, pin_root: str = DEFAULT_PIN_ROOT):
+                 challenge_grace: float = 32.0, pin_root: str = DEFAULT_PIN_ROOT,
+                 rate_entries: int | None = None):
         if capture not in ("egress", "ingress", "both", "none"):
             raise DataPlaneError(f"capture must be egress, ingress, both or none, not {capture!r}")
         if capacity < 1:
             raise DataPlaneError(f"capacity must be at least 1, not {capacity}")
+        if rate_entries is not None and rate_entries < 1:
+            raise DataPlaneError(f"rate_entries must be at least 1, not {rate_entries}")
         program.check_privileges()
         try:
             ifindex = socket.if_nametoindex(iface)
@@ -91,8 +94,10 @@ class DataPlane(KernelTables):
                                  f"(see `ip link`)") from None
         program.check_headers()
         bcc = import_bcc()
-        pin_dir, self.replaced_pins = program.prepare_pin_dir(pin_root, iface)
-        bpf = program.compile_programs(pin_dir, capacity)
+        rate_entries = rate_entries or ABI["FB_RATE_ENTRIES_DEFAULT"]
+        pin_dir, self.replaced_pins = program.prepare_pin_dir(pin_root, iface,
+                                                              {"rate_limit": rate_entries})
+        bpf = program.compile_programs(pin_dir, capacity, rate_entries)
         tables = {name: Map(name, bpf[spec.name.encode()].map_fd)
                   for name, spec in ABI.maps.items()}
         self._start(iface, pin_dir, tables, bpf, ifindex)

@@ -76,10 +76,12 @@ def check_headers() -> None:
 
 # ---- compiling and loading ----
 
-def compile_programs(pin_dir: str, capacity: int):
+def compile_programs(pin_dir: str, capacity: int, rate_entries: int | None = None):
     """A bcc.BPF of both programs whose maps are pinned in pin_dir, checked against abi.h."""
     bcc = import_bcc()
-    cflags = [f'-DFB_PIN_DIR="{pin_dir}"', f"-DFB_CAPACITY={int(capacity)}", "-w"]
+    rate_entries = rate_entries or ABI["FB_RATE_ENTRIES_DEFAULT"]
+    cflags = [f'-DFB_PIN_DIR="{pin_dir}"', f"-DFB_CAPACITY={int(capacity)}",
+              f"-DFB_RATE_ENTRIES={int(rate_entries)}", "-w"]
     bpf = _bcc_call(lambda: bcc.BPF(text=program_source().encode(), cflags=cflags),
                     lambda failure, log: f"cannot compile the BPF programs ({failure}): {log}")
     try:
@@ -197,9 +199,11 @@ def _bpffs_mounts() -> list[str]:
     return mounts
 
 
-def prepare_pin_dir(pin_root: str, iface: str) -> tuple[str, list[str]]:
+def prepare_pin_dir(pin_root: str, iface: str, sizes: dict | None = None) \
+        -> tuple[str, list[str]]:
     """Makes {pin_root}/{iface} on bpffs (mounting /sys/fs/bpf if needed); returns it and the
-    pins it replaced (see REBUILT_MAPS, RETIRED_PINS)."""
+    pins it replaced (see REBUILT_MAPS, RETIRED_PINS; a rebuilt map whose entries sizes names
+    is replaced when it holds another number)."""
     root = os.path.abspath(pin_root)
     if not any(root == m or root.startswith(m.rstrip("/") + "/") for m in _bpffs_mounts()):
         mountpoint = "/sys/fs/bpf"
@@ -217,10 +221,10 @@ def prepare_pin_dir(pin_root: str, iface: str) -> tuple[str, list[str]]:
         os.makedirs(pin_dir, exist_ok=True)
     except OSError as e:
         raise DataPlaneError(f"cannot create {pin_dir}: {e.strerror}") from None
-    return pin_dir, _replace_stale_pins(pin_dir)
+    return pin_dir, _replace_stale_pins(pin_dir, sizes or {})
 
 
-def _replace_stale_pins(pin_dir: str) -> list[str]:
+def _replace_stale_pins(pin_dir: str, sizes: dict) -> list[str]:
     removed = []
     for name in (*REBUILT_MAPS, *RETIRED_PINS):
         path = os.path.join(pin_dir, name)
@@ -232,6 +236,8 @@ def _replace_stale_pins(pin_dir: str) -> list[str]:
                 continue
             stale = verify_pinned(ABI, name, pinned.key_size, pinned.value_size,
                                   pinned.max_entries)
+            if name in sizes and pinned.max_entries != sizes[name]:
+                stale = f"{pinned.max_entries} entries, not {sizes[name]}"
             pinned.close()
             if stale is None:
                 continue

@@ -65,4 +65,8 @@ class RateLimits(Maps):
         self._check_open()
         return sum(1 for _ in self._hash_items("rate_limit", FbPeer, FbRateState))
 
+    def rate_table_entries(self) -> int:
+        """How many sources the rate limit's table can hold (rate_limit_sources at start)."""
+        return self._tables["rate_limit"].max_entries
+
 
