@@ -1,8 +1,8 @@
 """The active bans, held compactly: a million of them in about 150 bytes each.
 
-A ban is a dict entry from an int (the network: address and prefix length) to a 32-byte row
-(banned_at and expires_at as doubles, exactly as given; the failures; the reason, origin and
-failure class as indexes into a table of the distinct strings). `BanStore` is a mapping of
+A ban is a dict entry from an int (the network: address and prefix length) to a 28-byte row
+(banned_at and expires_at as doubles, exactly as given; the failures; the reason, and the
+origin and failure class, as indexes into tables of the distinct strings). `BanStore` is a mapping of
 networks to `BanRecord`s: the records are made when read, and a record read and changed is not
 changed in the store (store it again).
 
@@ -20,7 +20,9 @@ from collections.abc import MutableMapping
 
 from fastban.ban_record import BanRecord
 
-_ROW = struct.Struct("<ddIIII")      # banned_at, expires_at, failures, reason, origin, class
+# banned_at, expires_at, failures, reason, origin, class: 28 bytes, so that the bytes object
+# fits in 64 (the allocator's next size is 80)
+_ROW = struct.Struct("<ddIIHH")
 _EXPIRES = struct.Struct("<8xd")
 _BANNED = struct.Struct("<d")
 _MAX_FAILURES = 0xFFFF_FFFF
@@ -130,7 +132,7 @@ class _Strings:
 class BanStore(MutableMapping):
     def __init__(self, records=None):
         self._rows: dict = {}            # network_key -> _ROW
-        self._strings = _Strings()
+        self._reasons, self._labels = _Strings(), _Strings()    # labels: origins and classes
         self._seconds: list = []         # heap of the whole seconds that have bans ending in them
         self._ending: dict = {}          # second -> the key, or keys, of the bans ending then
                                          # (some stale: lifted, or banned again since)
@@ -158,10 +160,10 @@ class BanStore(MutableMapping):
         return default if row is None else self._record(network, row)
 
     def __setitem__(self, network, record: BanRecord) -> None:
-        key, strings = network_key(network), self._strings
+        key, labels = network_key(network), self._labels
         row = _ROW.pack(record.banned_at, record.expires_at, min(record.failures, _MAX_FAILURES),
-                        strings.take(record.reason), strings.take(record.origin),
-                        strings.take(record.failure_class))
+                        self._reasons.take(record.reason), labels.take(record.origin),
+                        labels.take(record.failure_class))
         old = self._rows.get(key)
         self._rows[key] = row
         if old is not None:
@@ -192,20 +194,21 @@ class BanStore(MutableMapping):
     def copy(self) -> BanStore:
         """The bans as they are now (without their schedule), for reading while this one changes."""
         copied = BanStore()
-        copied._rows, copied._strings = dict(self._rows), self._strings.copy()
+        copied._rows = dict(self._rows)
+        copied._reasons, copied._labels = self._reasons.copy(), self._labels.copy()
         return copied
 
     def distinct_strings(self) -> int:
         """How many distinct reasons, origins and classes the bans use."""
-        return len(self._strings.index)
+        return len(self._reasons.index) + len(self._labels.index)
 
     def rows(self):
         """The bans as the state file saves them (BanRecord.to_row)."""
-        values = self._strings.values
+        reasons, labels = self._reasons.values, self._labels.values
         for key, row in self._rows.items():
             banned_at, expires_at, failures, reason, origin, failure_class = _ROW.unpack(row)
-            yield [*key_fields(key), values[reason], failures, banned_at, expires_at,
-                   values[origin], values[failure_class]]
+            yield [*key_fields(key), reasons[reason], failures, banned_at, expires_at,
+                   labels[origin], labels[failure_class]]
 
     def newest(self, count: int) -> list[BanRecord]:
         """The `count` most recently made bans, newest first."""
@@ -243,14 +246,15 @@ class BanStore(MutableMapping):
 
     def _record(self, network, row: bytes) -> BanRecord:
         banned_at, expires_at, failures, reason, origin, failure_class = _ROW.unpack(row)
-        values = self._strings.values
-        return BanRecord(network, values[reason], failures, banned_at, expires_at,
-                         values[origin], values[failure_class])
+        labels = self._labels.values
+        return BanRecord(network, self._reasons.values[reason], failures, banned_at, expires_at,
+                         labels[origin], labels[failure_class])
 
     def _release(self, row: bytes) -> None:
-        strings = self._strings
-        for at in _ROW.unpack(row)[3:]:
-            strings.drop(at)
+        _, _, _, reason, origin, failure_class = _ROW.unpack(row)
+        self._reasons.drop(reason)
+        self._labels.drop(origin)
+        self._labels.drop(failure_class)
 
 
 def _key_of(network) -> int | None:
