@@ -18,7 +18,8 @@ import ipaddress
 import struct
 from collections.abc import MutableMapping
 
-from fastban.ban_record import BanRecord
+from fastban.ban_record import BanRecord, StateError
+from fastban.decisions import ORIGIN_SIP
 
 # banned_at, expires_at, failures, reason, origin, class: 28 bytes, so that the bytes object
 # fits in 64 (the allocator's next size is 80)
@@ -39,6 +40,21 @@ def key_network(key: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     if key & _V6:
         return ipaddress.IPv6Network(((key ^ _V6) >> 8, key & 0xFF))
     return ipaddress.IPv4Network((key >> 8, key & 0xFF))
+
+
+def fields_key(packed, prefixlen) -> int:
+    """The key of a network saved as (packed address, prefix length), checked as
+    ban_record.network_from checks it."""
+    if not isinstance(packed, bytes) or len(packed) not in (4, 16):
+        raise StateError(f"a saved address is {packed!r}, not 4 or 16 bytes")
+    bits, prefixlen = len(packed) * 8, int(prefixlen)
+    if not 0 <= prefixlen <= bits:
+        raise ValueError(f"{prefixlen!r} is not a valid prefix length")
+    address = int.from_bytes(packed, "big")
+    if address & ((1 << (bits - prefixlen)) - 1):
+        raise ValueError(f"{packed!r}/{prefixlen} has host bits set")
+    key = address << 8 | prefixlen
+    return key | _V6 if bits == 128 else key
 
 
 def key_fields(key: int) -> tuple[bytes, int]:
@@ -75,6 +91,10 @@ class NetworkDict(MutableMapping):
 
     def __setitem__(self, network, value) -> None:
         self._values[network_key(network)] = value
+
+    def add_row(self, packed, prefixlen, value) -> None:
+        """A row as rows() gives it."""
+        self._values[fields_key(packed, prefixlen)] = value
 
     def __delitem__(self, network) -> None:
         del self._values[_key_of(network)]
@@ -160,16 +180,31 @@ class BanStore(MutableMapping):
         return default if row is None else self._record(network, row)
 
     def __setitem__(self, network, record: BanRecord) -> None:
-        key, labels = network_key(network), self._labels
-        row = _ROW.pack(record.banned_at, record.expires_at, min(record.failures, _MAX_FAILURES),
-                        self._reasons.take(record.reason), labels.take(record.origin),
-                        labels.take(record.failure_class))
+        self._put(network_key(network), record.reason, record.failures, record.banned_at,
+                  record.expires_at, record.origin, record.failure_class)
+
+    def add_row(self, row: list, now: float) -> None:
+        """A row of the state file (BanRecord.to_row, or one of six fields from before bans
+        had an origin), unless it has expired by `now`."""
+        packed, prefixlen, reason, failures, banned_at, expires_at, *rest = row
+        origin, failure_class = rest if rest else (ORIGIN_SIP, "")
+        key, expires_at = fields_key(packed, prefixlen), float(expires_at)
+        if expires_at == 0 or now < expires_at:
+            self._put(key, str(reason), int(failures), float(banned_at), expires_at,
+                      str(origin), str(failure_class))
+
+    def _put(self, key: int, reason: str, failures: int, banned_at: float, expires_at: float,
+             origin: str, failure_class: str) -> None:
+        labels = self._labels
+        row = _ROW.pack(banned_at, expires_at, min(failures, _MAX_FAILURES),
+                        self._reasons.take(reason), labels.take(origin),
+                        labels.take(failure_class))
         old = self._rows.get(key)
         self._rows[key] = row
         if old is not None:
             self._release(old)
-        if record.expires_at:
-            second = int(record.expires_at)
+        if expires_at:
+            second = int(expires_at)
             keys = self._ending.get(second)
             if keys is None:
                 self._ending[second] = key       # a list only for a second with several

@@ -63,11 +63,9 @@ class State:
             raise StateError(f"not a fastban state file of version {FORMAT_VERSION}")
         state = cls()
         for row in data["bans"]:
-            record = BanRecord.from_row(row)
-            if not record.expired(now):
-                state.bans[record.target] = record
+            state.bans.add_row(row, now)
         for packed, prefixlen, count in data["ban_counts"]:
-            state.ban_counts[network_from(packed, prefixlen)] = int(count)
+            state.ban_counts.add_row(packed, prefixlen, int(count))
         for packed, prefixlen, until in data.get("trusted", ()):
             if float(until) > now:
                 state.trusted[network_from(packed, prefixlen)] = float(until)

@@ -9,7 +9,8 @@ import msgpack
 import pytest
 
 from fastban import state
-from fastban.ban_store import BanStore, NetworkDict, key_network, network_key
+from fastban.ban_record import StateError, network_from
+from fastban.ban_store import BanStore, NetworkDict, fields_key, key_network, network_key
 from fastban.state import BanRecord
 
 NOW = 1_764_000_000.123456789
@@ -207,3 +208,34 @@ def test_a_state_file_written_before_the_store_loads_and_saves_the_same_rows(tmp
                                 "web login", "proven"]
     assert after["ban_counts"] == before["ban_counts"] + [[after["bans"][2][0], 32, 1]]
     assert state.load(str(path), now=1_764_001_000.0)[0] == loaded
+
+
+@pytest.mark.parametrize("packed, prefixlen", [
+    (b"\xc0\x00\x02\x07", 32), (b"\xc0\x00\x02\x00", 24), (b"\x00" * 4, 0),
+    (bytes(range(16)), 128), (b"\x20\x01\x0d\xb8" + b"\x00" * 12, 32)])
+def test_a_saved_network_has_the_key_of_the_network_it_saves(packed, prefixlen):
+    assert fields_key(packed, prefixlen) == network_key(network_from(packed, prefixlen))
+
+
+@pytest.mark.parametrize("packed, prefixlen, error", [
+    (b"\xc0\x00\x02\x07", 24, ValueError), (b"\xc0\x00\x02\x00", 33, ValueError),
+    (b"\xc0\x00\x02\x00", -1, ValueError), (b"\x01\x02", 32, StateError),
+    ("192.0.2.7", 32, StateError), (bytes(16), 129, ValueError)])
+def test_a_saved_network_is_refused_as_network_from_refuses_it(packed, prefixlen, error):
+    with pytest.raises(error):
+        network_from(packed, prefixlen)
+    with pytest.raises(error):
+        fields_key(packed, prefixlen)
+
+
+def test_rows_read_back_are_the_rows_written():
+    rows = [record("192.0.2.7/32").to_row(), record("2001:db8::/64", "x", 1.0, 0.0, 0, "hand",
+                                                    "").to_row(),
+            record("198.51.100.0/24", expires_at=NOW - 1).to_row()]
+    store = BanStore()
+    for row in rows:
+        store.add_row(row, NOW)
+    assert list(store.rows()) == rows[:2]                 # the third has expired
+    old_style = BanStore()
+    old_style.add_row(rows[0][:6], NOW)                  # saved before bans had an origin
+    assert list(old_style.values()) == [record("192.0.2.7/32", origin="sip", failure_class="")]
