@@ -4,7 +4,7 @@ One process, one DataPlane (capacity 1,048,576, on a veth in a throwaway namespa
 with a fake wall clock (so expiry can be triggered without waiting). Measures:
   - DataPlane.ban / DataPlane.unban rates, one address per call (100k fresh addresses);
   - the controller's ban rate while filling to 1M active IPv4 bans (Guard.ban_decided, the path
-    the failure rules take: record, expiry heap, map write);
+    the failure rules take: the ban store, its expiry, map write);
   - memory with 1M bans: the controller process's RSS growth, and the kernel's own figure for
     the bans_v4 map (fdinfo memlock, which on 6.x is the map's actual memory use);
   - the state file: time and size of writing the whole state with 1M bans, and of a save after

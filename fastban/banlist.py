@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import heapq
 import ipaddress
 
 from fastban.clock import expiry_to_wall
@@ -52,11 +51,7 @@ def rows_later(dataplane, records: dict, now: float, mono_now: int, newest: int 
     if newest is None:
         yield from iter_ban_rows(kernel_bans(dataplane), records, now, mono_now)
         return
-    recent = heapq.nlargest(newest, records.values(), key=_banned_at)
+    recent = records.newest(newest)
     bans = {record.target: ban for record in recent
             if (ban := dataplane.ban_of(record.target)) is not None}
     yield from iter_ban_rows(bans, records, now, mono_now, order=[r.target for r in recent])
-
-
-def _banned_at(record) -> float:
-    return record.banned_at

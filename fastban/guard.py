@@ -11,9 +11,7 @@ monotonic clock, so a ban lapses on time even when no guard runs.
 
 from __future__ import annotations
 
-import heapq
 import ipaddress
-import itertools
 import logging
 import time
 from collections import Counter, deque
@@ -87,10 +85,6 @@ class Guard:
         self._peak_bans = len(self.state.bans)   # most bans active since the whole state was written
         self._rewrite = bool(warning)     # a file was set aside or cut: write the whole state
         self._lost_seen, self._loss_checked_at = None, 0.0
-        self._expiries: list[tuple[float, int, object]] = []  # heap: (expires_at, n, target)
-        self._sequence = itertools.count()
-        for record in self.state.bans.values():
-            self._schedule(record)
         self.arming = Arming(dataplane, self.detector, self.banned)
         self._apply_settings()
         self._reconcile()
@@ -154,8 +148,8 @@ class Guard:
             self.state.lifted.clear()
             self._dirty = self._rewrite = True
         in_map = kernel_bans(self.dataplane)
-        for target, record in list(self.state.bans.items()):
-            if target not in in_map:
+        for record in self.state.bans.values():
+            if record.target not in in_map:
                 self._enforce(record, now, mono)
         for target, ban in in_map.items():
             if target in self.state.bans:
@@ -163,7 +157,6 @@ class Guard:
             expires_at = expiry_to_wall(ban.expires_ns, now, mono)
             self.state.bans[target] = BanRecord(target, FOUND_IN_MAP, 0, now, expires_at,
                                                 ORIGIN_KERNEL_MAP)
-            self._schedule(self.state.bans[target])
             self._dirty = self._rewrite = True
         if self._dirty:
             self.save()
@@ -261,18 +254,11 @@ class Guard:
                                   if until > now}
         if self.kernel_trust.sync_due(now):
             self.kernel_trust.sync(self.rules.trusted(now))
-        expired = 0
-        while self._expiries and self._expiries[0][0] <= now and expired < EXPIRE_BATCH:
-            expires_at, _, target = heapq.heappop(self._expiries)
-            record = self.state.bans.get(target)
-            if record is None or record.expires_at != expires_at:
-                continue            # lifted by hand, or banned again with a new expiry
-            self.dataplane.unban(target)
-            del self.state.bans[target]
-            self._changes.append(state.unban_change(target))
+        for record in self.state.bans.pop_expired(now, EXPIRE_BATCH):
+            self.dataplane.unban(record.target)
+            self._changes.append(state.unban_change(record.target))
             self._dirty = True
-            expired += 1
-            log.info("unban %s: ban of %s expired", target, _duration(record))
+            log.info("unban %s: ban of %s expired", record.target, _duration(record))
         if self._dirty and now - self._saved_at >= self._save_gap:
             self.save()
         if now - self._loss_checked_at >= LOSS_REPORT_INTERVAL:
@@ -391,16 +377,10 @@ class Guard:
         self.state.bans[record.target] = record
         self.arming.disarm(record.target)
         self._peak_bans = max(self._peak_bans, len(self.state.bans))
-        self._schedule(record)
         self._changes.append(state.ban_change(record, self.detector.history.count(record.target)))
         self.counts["bans_total"] += 1
         self.bans_by_origin[record.origin] += 1
         self._dirty = True
-
-    def _schedule(self, record: BanRecord) -> None:
-        if record.expires_at:
-            heapq.heappush(self._expiries,
-                           (record.expires_at, next(self._sequence), record.target))
 
     def _enforce(self, record: BanRecord, now: float, mono: int) -> bool:
         expires_ns = expiry_to_monotonic_ns(record.expires_at, now, mono)
@@ -470,7 +450,7 @@ class Guard:
     def listing_later(self, newest: int | None = None):
         """The rows of listing(), made when iterated (banlist.rows_later); only the records
         are copied now, under the caller's lock."""
-        return rows_later(self.dataplane, dict(self.state.bans), self.wall(),
+        return rows_later(self.dataplane, self.state.bans.copy(), self.wall(),
                           self.monotonic_ns(), newest)
 
     def history(self) -> list:

@@ -17,103 +17,41 @@ before it; a journal that cannot be read is moved aside the same way. `load(...,
 from __future__ import annotations
 
 import gc
-import ipaddress
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 
 import msgpack
 
-from fastban.decisions import ORIGIN_SIP
+from fastban.ban_record import BanRecord, StateError, network_fields, network_from
+from fastban.ban_store import BanStore, NetworkDict
 
 FORMAT_VERSION = 1
 
 
-class StateError(Exception):
-    pass
-
-
-@dataclass(slots=True)
-class BanRecord:
-    """One active ban as the operator sees it; times are wall-clock seconds, 0 = permanent."""
-    target: ipaddress.IPv4Network | ipaddress.IPv6Network
-    reason: str
-    failures: int
-    banned_at: float
-    expires_at: float
-    origin: str = ORIGIN_SIP        # decisions.ORIGINS
-    failure_class: str = ""         # "proven", "unproven" or "mixed"; "" for a hand ban
-
-    def remaining(self, now: float) -> float | None:
-        """Seconds left, or None for a permanent ban."""
-        return None if self.expires_at == 0 else max(0.0, self.expires_at - now)
-
-    def expired(self, now: float) -> bool:
-        return self.expires_at != 0 and now >= self.expires_at
-
-    def to_wire(self) -> dict:
-        """The record for the control protocol and the CLI."""
-        return {"target": str(self.target), "reason": self.reason, "failures": self.failures,
-                "banned_at": self.banned_at, "expires_at": self.expires_at,
-                "origin": self.origin, "failure_class": self.failure_class}
-
-    def to_row(self) -> list:
-        """The record in the state file: the network as packed address and prefix length,
-        then the other fields in order."""
-        return [*network_fields(self.target), self.reason, self.failures, self.banned_at,
-                self.expires_at, self.origin, self.failure_class]
-
-    @classmethod
-    def from_row(cls, row: list) -> BanRecord:
-        """A saved row; one of six fields (saved before bans had an origin) is a ban of the
-        rules."""
-        packed, prefixlen, reason, failures, banned_at, expires_at, *rest = row
-        origin, failure_class = rest if rest else (ORIGIN_SIP, "")
-        return cls(network_from(packed, prefixlen), str(reason), int(failures),
-                   float(banned_at), float(expires_at), _interned(origin),
-                   _interned(failure_class))
-
-
-_NETWORK_TYPES = {4: ipaddress.IPv4Network, 16: ipaddress.IPv6Network}
-
-
-def _interned(value) -> str:
-    """One string object per origin and class however many bans are loaded."""
-    return sys.intern(str(value))
-
-
-def network_fields(target) -> tuple[bytes, int]:
-    """A network as it is saved: (packed address, prefix length)."""
-    return target.network_address.packed, target.prefixlen
-
-
-def network_from(packed, prefixlen) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """The network saved as network_fields() gave it."""
-    kind = _NETWORK_TYPES.get(len(packed)) if isinstance(packed, bytes) else None
-    if kind is None:
-        raise StateError(f"a saved address is {packed!r}, not 4 or 16 bytes")
-    return kind((packed, int(prefixlen)))
-
-
 @dataclass
 class State:
-    bans: dict = field(default_factory=dict)          # network -> BanRecord
-    ban_counts: dict = field(default_factory=dict)    # network -> times banned (escalation)
+    bans: BanStore = field(default_factory=BanStore)   # network -> BanRecord
+    ban_counts: NetworkDict = field(default_factory=NetworkDict)   # network -> times banned
     trusted: dict = field(default_factory=dict)       # network -> trusted until (wall clock)
     # Unbanned while no guard ran: if the kernel map still holds one (the command could not
     # reach it), the next start lifts it there instead of adopting it.
     lifted: set = field(default_factory=set)
     journal_length: int = field(default=0, compare=False)   # changes in the journal file
 
+    def __post_init__(self):
+        if not isinstance(self.bans, BanStore):
+            self.bans = BanStore(self.bans)
+        if not isinstance(self.ban_counts, NetworkDict):
+            self.ban_counts = NetworkDict(self.ban_counts)
+
     def to_wire(self) -> dict:
         now = time.time()
         return {
             "version": FORMAT_VERSION,
             "saved_at": now,
-            "bans": [record.to_row() for record in self.bans.values()],
-            "ban_counts": [[*network_fields(target), count]
-                           for target, count in self.ban_counts.items()],
+            "bans": list(self.bans.rows()),
+            "ban_counts": [list(row) for row in self.ban_counts.rows()],
             "trusted": [[*network_fields(target), until]
                         for target, until in self.trusted.items() if until > now],
             "lifted": [list(network_fields(target)) for target in self.lifted],
@@ -124,17 +62,10 @@ class State:
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             raise StateError(f"not a fastban state file of version {FORMAT_VERSION}")
         state = cls()
-        networks = {}                 # (packed, prefixlen) -> the network, made once for both
         for row in data["bans"]:
-            record = BanRecord.from_row(row)
-            networks[row[0], row[1]] = record.target
-            if not record.expired(now):
-                state.bans[record.target] = record
+            state.bans.add_row(row, now)
         for packed, prefixlen, count in data["ban_counts"]:
-            network = networks.get((packed, prefixlen))
-            if network is None:
-                network = network_from(packed, prefixlen)
-            state.ban_counts[network] = int(count)
+            state.ban_counts.add_row(packed, prefixlen, int(count))
         for packed, prefixlen, until in data.get("trusted", ()):
             if float(until) > now:
                 state.trusted[network_from(packed, prefixlen)] = float(until)

@@ -15,10 +15,11 @@ import socket
 import time
 from collections import Counter
 
+from fastban.ban_record import _interned
 from fastban.decisions import ORIGIN_FLEET_COUNT
 from fastban.fleet.messages import (EDGE_NAME, RESERVED_EDGE_NAMES, FleetBan, FleetFailure,
                                     FleetUnban, one_line, parse_member)
-from fastban.state import BanRecord, _interned
+from fastban.state import BanRecord
 
 log = logging.getLogger("fastban.fleet")
 
