@@ -185,6 +185,17 @@ class Detector:
         self.rules.forget(network.network_address)
         self._banned.pop(self.rules.source_key(network.network_address), None)
 
+    @property
+    def banned_sources(self) -> int:
+        """Sources whose messages are skipped while their ban runs."""
+        return len(self._banned)
+
+    def ban_ended(self, network, now: float) -> None:
+        """A ban ran its time: its source is no longer skipped nor remembered."""
+        key = self.rules.source_key(network.network_address)
+        if self._banned.get(key, now) <= now:
+            self._banned.pop(key, None)
+
     def banned_elsewhere(self, network, decided_at: float) -> int:
         """A ban the fleet's edges decided together: counted in the history (its bantime
         escalates like ours), the source's failures here start afresh; returns the bantime."""

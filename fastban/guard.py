@@ -256,6 +256,7 @@ class Guard:
             self.kernel_trust.sync(self.rules.trusted(now))
         for record in self.state.bans.pop_expired(now, EXPIRE_BATCH):
             self.dataplane.unban(record.target)
+            self.detector.ban_ended(record.target, now)
             self._changes.append(state.unban_change(record.target))
             self._dirty = True
             log.info("unban %s: ban of %s expired", record.target, _duration(record))

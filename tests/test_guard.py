@@ -111,6 +111,19 @@ def test_expired_bans_are_lifted_by_tick(dataplane, settings_for):
     assert dataplane.bans(include_expired=True) == [] and guard.state.bans == {}
 
 
+def test_a_lapsed_ban_is_forgotten_by_the_detection_too(dataplane, settings_for):
+    clock = [time.time()]
+    guard = Guard(settings_for(bantime=5), dataplane, wall=lambda: clock[0])
+    [record] = guard.handle_packets(forbidden(ATTACKER, 3))
+    assert guard.detector.banned_sources == 1
+    clock[0] += 4
+    guard.tick()
+    assert guard.detector.banned_sources == 1 and guard.state.bans
+    clock[0] += 2
+    guard.tick()
+    assert guard.detector.banned_sources == 0 and not guard.state.bans
+
+
 def test_unanswered_challenges_ban_through_tick(dataplane, settings_for):
     clock = [1000.0]
     guard = Guard(settings_for(challenge_grace=5), dataplane, wall=lambda: clock[0])
