@@ -404,6 +404,11 @@ class FailureRules:
             _bounded_set(self._challenged, peer_key, now, self.settings.max_sources)
         calls = self._calls
         call = calls.get(key)
+        if challenge:
+            # a stateless server answers a request sent again with a new nonce: issued all the same
+            for nonce in message.challenge_nonces:
+                _bounded_set(self._nonces, (peer_key, nonce), now,
+                             self.settings.max_open_challenges)
         if call is not None and call.branch == branch and call.status == status:
             stats["retransmissions"] += 1
             return None
@@ -414,9 +419,6 @@ class FailureRules:
         proven = waiting is not None and waiting[1] and now - waiting[0] <= self._grace
 
         if challenge:
-            for nonce in message.challenge_nonces:
-                _bounded_set(self._nonces, (peer_key, nonce), now,
-                             self.settings.max_open_challenges)
             self._store_call(key, self._new_call(peer, source, branch, status, now, True))
             if message.stale:               # an expired nonce: no password was checked
                 stats["stale_challenges"] += 1

@@ -336,6 +336,18 @@ def test_credentials_answering_an_issued_nonce_make_a_proven_failure():
     assert r.stats["credentials_proven"] == 3 and r.stats["failures_proven"] == 3
 
 
+def test_a_nonce_in_a_challenge_sent_again_is_issued_too():
+    """A stateless server (Kamailio without tm) answers a REGISTER sent again with the same
+    headers but a new nonce: counted once, and credentials for the new nonce prove a failure."""
+    r = rules(maxretry=2)
+    r.observe(0.0, A, resp(401, b"c", b"b0", nonce=b"first"))
+    assert r.observe(0.5, A, resp(401, b"c", b"b0", nonce=b"second")) is None
+    assert r.stats["retransmissions"] == 1
+    r.observe(1.0, A, req(b"c", b"b1", b"second"))
+    assert r.observe(1.01, A, resp(401, b"c", b"b1", nonce=b"third")) is None
+    assert r.stats["failures_proven"] == 1 and r.failures_of(A) == 1
+
+
 def test_a_403_to_proven_credentials_is_proven_too():
     r = rules(maxretry=2)
     decisions = bad_guesses(r, A, 2, status=403)
