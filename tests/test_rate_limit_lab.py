@@ -10,6 +10,8 @@ from conftest import require_tool
 from fastban.lab.guard_process import GuardProcess
 from fastban.lab.siplab import SipLab
 
+from labwait import settle
+
 RATE, BURST = 10, 20
 FLOOD, FLOOD_RATE = 300, 200.0
 
@@ -32,18 +34,6 @@ def guard(lab, tmp_path_factory):
         yield guard
     finally:
         guard.detach()
-
-
-def settle(lab, address, timeout=3.0):
-    """Waits until Kamailio's count of requests from address stops moving."""
-    last, deadline = -1, time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = lab.server_requests_from(address)
-        if now == last:
-            return now
-        last = now
-        time.sleep(0.3)
-    return last
 
 
 def test_a_register_flood_is_cut_to_its_rate_and_the_phone_is_not(lab, guard):
