@@ -21,6 +21,7 @@ whose copy was lost (the perf buffer full): ``sweep()`` on each tick finds it by
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections import OrderedDict
 from typing import Callable
 
@@ -41,6 +42,7 @@ class Arming:
         self.enabled = False
         self._rules = None
         self._armed: OrderedDict = OrderedDict()   # address -> deadline (wall), oldest arm first
+        self._swept_to = 0                          # where the next sweep() starts in _armed
         self.counts = {"armed": 0, "disarmed": 0, "kernel_bans_confirmed": 0,
                        "kernel_bans_lifted": 0}
 
@@ -104,9 +106,14 @@ class Arming:
         self.disarm(peer)
 
     def sweep(self, now_ns: int) -> None:
-        """Lifts kernel bans whose copy never reached the rules (at most SWEPT_PER_CALL arms
-        looked at per call, oldest first)."""
-        for peer in list(self._armed)[:SWEPT_PER_CALL]:
+        """Lifts kernel bans whose copy never reached the rules. Looks at SWEPT_PER_CALL arms
+        per call, going on where the last call stopped, so every arm is looked at in turn."""
+        armed = self._armed
+        if self._swept_to >= len(armed):
+            self._swept_to = 0
+        batch = list(itertools.islice(armed, self._swept_to, self._swept_to + SWEPT_PER_CALL))
+        self._swept_to += len(batch)
+        for peer in batch:
             arm = self.dataplane.arm_of(peer)
             if arm is not None and arm.banned_ns and now_ns - arm.banned_ns > UNSETTLED_AFTER_NS:
                 self._settle(peer, [])

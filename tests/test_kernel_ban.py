@@ -286,6 +286,23 @@ def test_a_kernel_ban_whose_copy_was_lost_is_lifted_on_a_later_tick(dp, guard_fo
     assert guard.arming.counts["kernel_bans_lifted"] == 1 and guard.state.bans == {}
 
 
+def test_every_arm_is_swept_in_turn_not_only_the_oldest(dp, guard_for, monkeypatch):
+    from fastban import arming
+    monkeypatch.setattr(arming, "SWEPT_PER_CALL", 1)
+    guard, older, lost = guard_for(), PEERS4[5], PEERS4[4]
+    for peer in (older, lost):                            # older is armed first
+        challenge(dp, guard, peer)
+        guess(dp, guard, peer, "z9hG4bK1")
+        guess(dp, guard, peer, "z9hG4bK2")
+    guess(dp, guard, lost, "z9hG4bK3", read=False)
+    assert len(captured(dp, 2)) == 2                      # read, never given to the guard
+    time.sleep(arming.UNSETTLED_AFTER_NS / 1e9 + 0.2)
+    guard.tick()                                          # looks at older
+    guard.tick()                                          # then at lost
+    assert dp.ban_of(IP(lost)) is None and dp.arm_of(lost) is None
+    assert dp.arm_of(older) is not None and guard.arming.counts["kernel_bans_lifted"] == 1
+
+
 def test_unban_and_whitelist_leave_nothing_armed(dp, guard_for):
     peer, listed = PEERS4[2], PEERS4[3]
     dp.arm(peer, time.monotonic_ns() + 10**12, BAN_NS, 1)      # left by an earlier guard
