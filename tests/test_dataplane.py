@@ -24,6 +24,7 @@ from fastban.dataplane import (BanTableFull, DataPlane, DataPlaneError, FbAddr6,
                                FbCallKey, FbCaptureMeta, FbLpm4, FbLpm6, FbPeer, FbPeerState,
                                FbScanTable)
 from fastban.lab import netns
+from udp_rig import UdpRig, guarded, receive
 
 ROOT = Path(__file__).resolve().parent.parent
 IP = ipaddress.ip_address
@@ -34,98 +35,10 @@ CLI4 = ["10.210.0.2", "10.210.0.3", "10.210.0.4", "10.210.0.66", "10.210.0.9"]
 CLI6 = ["fd00:210::2", "fd00:210::3", "fd00:210::4", "fd00:210::66"]
 
 
-def _mac(ns: netns.Namespace, iface: str) -> str:
-    return ns.run(["cat", f"/sys/class/net/{iface}/address"]).stdout.strip()
-
-
-class Rig:
-    """A server namespace guarded by a DataPlane and a client namespace with many addresses."""
-
-    def __init__(self, lab: netns.Lab):
-        self.srv = lab.namespace("srv")
-        self.cli = lab.namespace("cli")
-        self.link = lab.link(self.srv, self.cli, f"{SRV4}/24", f"{CLI4[0]}/24",
-                             f"{SRV6}/64", f"{CLI6[0]}/64")
-        self.srv_if, self.cli_if = self.link.a, self.link.b
-        for address in CLI4[1:]:
-            self.cli.run(["ip", "addr", "add", f"{address}/24", "dev", self.cli_if])
-        for address in CLI6[1:]:
-            self.cli.run(["ip", "addr", "add", f"{address}/64", "dev", self.cli_if, "nodad"])
-        # Static neighbours: no ARP/ND traffic that a ban could drop or the counters could see.
-        self.srv_mac, self.cli_mac = _mac(self.srv, self.srv_if), _mac(self.cli, self.cli_if)
-        for address in CLI4 + CLI6:
-            self.srv.run(["ip", "neigh", "replace", address, "lladdr", self.cli_mac, "dev",
-                          self.srv_if, "nud", "permanent"])
-        for address in (SRV4, SRV6):
-            self.cli.run(["ip", "neigh", "replace", address, "lladdr", self.srv_mac, "dev",
-                          self.cli_if, "nud", "permanent"])
-        self.receivers: dict[tuple[int, int], socket.socket] = {}
-
-    def receiver(self, family: int, port: int) -> socket.socket:
-        if (family, port) not in self.receivers:
-            with self.srv.entered():
-                sock = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET,
-                                     socket.SOCK_DGRAM)
-            sock.bind((SRV6 if family == 6 else SRV4, port))
-            sock.setblocking(False)
-            self.receivers[(family, port)] = sock
-        return self.receivers[(family, port)]
-
-    def udp(self, source: str, port: int = 7000, count: int = 5) -> int:
-        """Sends count datagrams from source (a client address) to the server; returns how
-        many the server received."""
-        family = IP(source).version
-        rx = self.receiver(family, port)
-        _drain(rx)
-        with self.cli.entered():
-            tx = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET,
-                               socket.SOCK_DGRAM)
-        with tx:
-            tx.bind((source, 0))
-            for i in range(count):
-                tx.sendto(b"probe %d" % i, (SRV6 if family == 6 else SRV4, port))
-        return _receive_count(rx, count)
-
-
-def _drain(sock: socket.socket) -> None:
-    while True:
-        try:
-            sock.recv(65535)
-        except BlockingIOError:
-            return
-
-
-def _receive_count(sock: socket.socket, expected: int, wait: float = 0.4) -> int:
-    got = 0
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            sock.recv(65535)
-            got += 1
-            if got >= expected:
-                deadline = min(deadline, time.monotonic() + 0.05)
-        except BlockingIOError:
-            time.sleep(0.01)
-    return got
-
-
 @pytest.fixture(scope="module")
 def rig(kernel):
-    with netns.Lab() as lab:
-        rig = Rig(lab)
-        with rig.srv.entered():
-            dp = DataPlane(rig.srv_if, capture="both")
-        rig.dp = dp
-        try:
-            with rig.srv.entered():
-                rig.mode = dp.attach()
-            yield rig
-        finally:
-            with rig.srv.entered():
-                dp.detach()
-            dp.close()
-            for sock in rig.receivers.values():
-                sock.close()
+    with netns.Lab() as lab, guarded(UdpRig(lab, SRV4, SRV6, CLI4, CLI6), "both") as rig:
+        yield rig
 
 
 @pytest.fixture
@@ -221,20 +134,20 @@ def test_attach_reports_the_mode_and_maps_are_pinned(rig):
 # ---- XDP drop ----
 
 def test_banned_ipv4_source_is_dropped_others_pass(dp, rig):
-    assert rig.udp(CLI4[0]) == 5
+    assert rig.send(CLI4[0]) == 5
     dp.ban(IP(CLI4[0]))
-    assert rig.udp(CLI4[0]) == 0
-    assert rig.udp(CLI4[1]) == 5
+    assert rig.send(CLI4[0]) == 0
+    assert rig.send(CLI4[1]) == 5
     assert dp.unban(IP(CLI4[0])) is True
     assert dp.unban(IP(CLI4[0])) is False
-    assert rig.udp(CLI4[0]) == 5
+    assert rig.send(CLI4[0]) == 5
 
 
 def test_banned_ipv6_source_is_dropped_others_pass(dp, rig):
     dp.ban(IP(CLI6[0]))
-    assert rig.udp(CLI6[0]) == 0
-    assert rig.udp(CLI6[1]) == 5
-    assert rig.udp(CLI4[0]) == 5          # the same host's IPv4 address is another source
+    assert rig.send(CLI6[0]) == 0
+    assert rig.send(CLI6[1]) == 5
+    assert rig.send(CLI4[0]) == 5          # the same host's IPv4 address is another source
 
 
 def test_host_networks_are_exact_bans(dp, rig):
@@ -242,16 +155,16 @@ def test_host_networks_are_exact_bans(dp, rig):
     dp.ban(NET(f"{CLI6[0]}/128"))
     targets = {ban.target for ban in dp.bans()}
     assert targets == {IP(CLI4[0]), IP(CLI6[0])}
-    assert rig.udp(CLI4[0]) == 0 and rig.udp(CLI6[0]) == 0
+    assert rig.send(CLI4[0]) == 0 and rig.send(CLI6[0]) == 0
 
 
 def test_banned_ranges_drop_their_sources(dp, rig):
     dp.ban(NET("10.210.0.0/30"))           # .2 and .3, not .66
     dp.ban(NET("fd00:210::/126"))          # ::2 and ::3, not ::66
-    assert rig.udp(CLI4[0]) == 0 and rig.udp(CLI4[1]) == 0
-    assert rig.udp(CLI4[3]) == 5
-    assert rig.udp(CLI6[0]) == 0 and rig.udp(CLI6[1]) == 0
-    assert rig.udp(CLI6[3]) == 5
+    assert rig.send(CLI4[0]) == 0 and rig.send(CLI4[1]) == 0
+    assert rig.send(CLI4[3]) == 5
+    assert rig.send(CLI6[0]) == 0 and rig.send(CLI6[1]) == 0
+    assert rig.send(CLI6[3]) == 5
     assert {ban.target for ban in dp.bans()} == {NET("10.210.0.0/30"), NET("fd00:210::/126")}
 
 
@@ -274,13 +187,13 @@ def test_range_tries_are_skipped_only_while_they_hold_no_ban(dp, rig):
     assert dp._get_config(FB_CFG_RANGES_V4) == 1 and dp._get_config(FB_CFG_RANGES_V6) == 0
     assert dp.unban(NET("10.210.0.0/30"))
     assert dp._get_config(FB_CFG_RANGES_V4) == 1       # one range left: still looked up
-    assert rig.udp(CLI4[3]) == 0 and rig.udp(CLI4[1]) == 5
+    assert rig.send(CLI4[3]) == 0 and rig.send(CLI4[1]) == 5
     dp.ban(IP(CLI4[3]), expires_ns=time.monotonic_ns() + 300_000_000)
     time.sleep(0.4)
-    assert rig.udp(CLI4[3]) == 0                       # lapsed exact ban: the range still holds
+    assert rig.send(CLI4[3]) == 0                       # lapsed exact ban: the range still holds
     assert dp.unban(NET("10.210.0.64/26"))
     assert dp._get_config(FB_CFG_RANGES_V4) == 0
-    assert rig.udp(CLI4[3]) == 5
+    assert rig.send(CLI4[3]) == 5
     dp.ban(NET("fd00:210::/126"))
     assert DataPlane.open_pinned(rig.dp.iface, pin_root=rig.dp.pin_dir.rsplit("/", 1)[0]) \
         ._get_config(FB_CFG_RANGES_V6) == 1
@@ -292,15 +205,15 @@ def test_the_whitelist_wins_over_bans(dp, rig):
     dp.ban(IP(CLI6[0]))
     dp.whitelist(NET(f"{CLI4[0]}/32"))
     dp.whitelist(NET("fd00:210::/120"))
-    assert rig.udp(CLI4[0]) == 5           # whitelisted although banned twice
-    assert rig.udp(CLI4[1]) == 0           # banned by the range, not whitelisted
-    assert rig.udp(CLI6[0]) == 5
+    assert rig.send(CLI4[0]) == 5           # whitelisted although banned twice
+    assert rig.send(CLI4[1]) == 0           # banned by the range, not whitelisted
+    assert rig.send(CLI6[0]) == 5
     assert set(dp.whitelisted()) == {NET(f"{CLI4[0]}/32"), NET("fd00:210::/120")}
     assert dp.unwhitelist(NET(f"{CLI4[0]}/32")) is True
-    assert rig.udp(CLI4[0]) == 0
-    assert rig.udp(CLI6[0]) == 5               # the v6 whitelist is still looked up
+    assert rig.send(CLI4[0]) == 0
+    assert rig.send(CLI6[0]) == 5               # the v6 whitelist is still looked up
     assert dp.unwhitelist(NET("fd00:210::/120")) is True
-    assert rig.udp(CLI6[0]) == 0
+    assert rig.send(CLI6[0]) == 0
 
 
 def test_trusted_sources_are_kept_with_their_end(dp):
@@ -319,9 +232,9 @@ def test_trusted_sources_are_kept_with_their_end(dp):
 def test_a_ban_lapses_at_its_expiry(dp, rig):
     dp.ban(IP(CLI4[0]), expires_ns=time.monotonic_ns() + 1_000_000_000)
     dp.ban(NET("fd00:210::/64"), expires_ns=time.monotonic_ns() + 1_000_000_000)
-    assert rig.udp(CLI4[0]) == 0 and rig.udp(CLI6[1]) == 0
+    assert rig.send(CLI4[0]) == 0 and rig.send(CLI6[1]) == 0
     time.sleep(1.2)
-    assert rig.udp(CLI4[0]) == 5 and rig.udp(CLI6[1]) == 5
+    assert rig.send(CLI4[0]) == 5 and rig.send(CLI6[1]) == 5
     assert dp.bans() == []
     assert len(dp.bans(include_expired=True)) == 2
     assert dp.purge_expired() == 2
@@ -330,7 +243,7 @@ def test_a_ban_lapses_at_its_expiry(dp, rig):
 
 def test_banning_again_changes_the_expiry_and_keeps_the_hits(dp, rig):
     dp.ban(IP(CLI4[0]), expires_ns=time.monotonic_ns() + 60_000_000_000)
-    assert rig.udp(CLI4[0], count=3) == 0
+    assert rig.send(CLI4[0], count=3) == 0
     dp.ban(IP(CLI4[0]))
     [ban] = dp.bans()
     assert ban.expires_ns == 0 and ban.remaining_ns() is None and ban.hits == 3
@@ -345,7 +258,7 @@ def test_many_new_bans_are_written_together_and_drop_like_one(dp, rig):
     assert len(bans) == 25_003
     assert bans[IP(CLI4[0])].expires_ns == later and bans[IP(CLI6[1])].expires_ns == 0
     assert bans[NET("fd00:211::/64")].expires_ns == bans[IP("10.250.97.167")].expires_ns == later
-    assert rig.udp(CLI4[0]) == 0 and rig.udp(CLI6[1]) == 0 and rig.udp(CLI4[1]) == 5
+    assert rig.send(CLI4[0]) == 0 and rig.send(CLI6[1]) == 0 and rig.send(CLI4[1]) == 5
     assert bans[IP(CLI4[0])].hits == 0 and dp.ban_of(IP(CLI4[0])).hits == 5
 
 
@@ -354,14 +267,14 @@ def test_port_scope_drops_only_the_listed_ports(dp, rig):
     dp.ban(NET("fd00:210::/64"))
     dp.set_scope([7001, 7002])
     assert dp.scope() == [7001, 7002]
-    assert rig.udp(CLI4[0], port=7000) == 5
-    assert rig.udp(CLI4[0], port=7001) == 0
-    assert rig.udp(CLI6[0], port=7000) == 5
-    assert rig.udp(CLI6[0], port=7002) == 0
-    assert rig.udp(CLI4[1], port=7001) == 5            # not banned
+    assert rig.send(CLI4[0], port=7000) == 5
+    assert rig.send(CLI4[0], port=7001) == 0
+    assert rig.send(CLI6[0], port=7000) == 5
+    assert rig.send(CLI6[0], port=7002) == 0
+    assert rig.send(CLI4[1], port=7001) == 5            # not banned
     dp.set_scope(None)
     assert dp.scope() is None
-    assert rig.udp(CLI4[0], port=7000) == 0
+    assert rig.send(CLI4[0], port=7000) == 0
     with pytest.raises(ValueError):
         dp.set_scope([])
 
@@ -372,10 +285,10 @@ def test_counters_and_hit_counts_match_the_packets_sent(dp, rig):
     dp.whitelist(NET(f"{CLI4[2]}/32"))
     dp.ban(IP(CLI4[2]))
     before = dp.counters()
-    assert rig.udp(CLI4[0], count=7) == 0
-    assert rig.udp(CLI4[3], count=4) == 0
-    assert rig.udp(CLI4[1], count=5) == 5
-    assert rig.udp(CLI4[2], count=3) == 3
+    assert rig.send(CLI4[0], count=7) == 0
+    assert rig.send(CLI4[3], count=4) == 0
+    assert rig.send(CLI4[1], count=5) == 5
+    assert rig.send(CLI4[2], count=3) == 3
     after = dp.counters()
     delta = {k: after[k] - before[k] for k in before}
     assert delta["dropped"] == 11
@@ -983,7 +896,7 @@ def test_bans_outlive_the_process_and_lapse_with_no_process_running(kernel):
                 tx.bind((source, 0))
                 for _ in range(3):
                     tx.sendto(b"x", ("10.211.0.1", 7000))
-                return _receive_count(rx, 3)
+                return receive(rx, 3)
 
         assert reach("10.211.0.2") == 3             # warms ARP both ways
         assert reach("10.211.0.3") == 3
@@ -1029,7 +942,7 @@ def test_open_pinned_shares_the_maps_of_the_loaded_program(dp, rig):
     other = DataPlane.open_pinned(rig.srv_if)
     try:
         other.ban(IP(CLI4[0]))
-        assert rig.udp(CLI4[0], count=2) == 0
+        assert rig.send(CLI4[0], count=2) == 0
         assert [(b.target, b.hits) for b in dp.bans()] == [(IP(CLI4[0]), 2)]
         assert other.counters()["dropped"] == dp.counters()["dropped"]
         assert other.capacity == 1_048_576

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from fastban import cli
-from fastban.dataplane import DataPlane
 from fastban.lab import netns
+from udp_rig import UdpRig, guarded
 
 IP = ipaddress.ip_address
 SRV4, SRV6 = "10.213.0.1", "fd00:213::1"
@@ -26,98 +26,12 @@ SIP = 5060
 REGISTER = b"REGISTER sip:example.test SIP/2.0\r\nContent-Length: 0\r\n\r\n"
 
 
-def _mac(ns: netns.Namespace, iface: str) -> str:
-    return ns.run(["cat", f"/sys/class/net/{iface}/address"]).stdout.strip()
-
-
-class Rig:
-    def __init__(self, lab: netns.Lab):
-        self.srv, self.cli = lab.namespace("rlsrv"), lab.namespace("rlcli")
-        link = lab.link(self.srv, self.cli, f"{SRV4}/24", f"{CLI4[0]}/24", f"{SRV6}/64",
-                        f"{CLI6[0]}/64")
-        self.srv_if, cli_if = link.a, link.b
-        for address in CLI4[1:]:
-            self.cli.run(["ip", "addr", "add", f"{address}/24", "dev", cli_if])
-        for address in CLI6[1:]:
-            self.cli.run(["ip", "addr", "add", f"{address}/64", "dev", cli_if, "nodad"])
-        # Static neighbours: no ARP/ND in the counts.
-        srv_mac, cli_mac = _mac(self.srv, self.srv_if), _mac(self.cli, cli_if)
-        for address in CLI4 + CLI6:
-            self.srv.run(["ip", "neigh", "replace", address, "lladdr", cli_mac, "dev",
-                          self.srv_if, "nud", "permanent"])
-        for address in (SRV4, SRV6):
-            self.cli.run(["ip", "neigh", "replace", address, "lladdr", srv_mac, "dev", cli_if,
-                          "nud", "permanent"])
-        self.receivers: dict[int, socket.socket] = {}
-
-    def receiver(self, family: int) -> socket.socket:
-        if family not in self.receivers:
-            with self.srv.entered():
-                sock = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET,
-                                     socket.SOCK_DGRAM)
-            sock.bind((SRV6 if family == 6 else SRV4, SIP))
-            sock.setblocking(False)
-            self.receivers[family] = sock
-        return self.receivers[family]
-
-    def send(self, source: str, count: int, payload: bytes = REGISTER,
-             interval: float = 0.0) -> int:
-        """Sends count datagrams from source to the SIP port, interval seconds apart; returns
-        how many the server received."""
-        family = IP(source).version
-        rx = self.receiver(family)
-        _drain(rx)
-        with self.cli.entered():
-            tx = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET,
-                               socket.SOCK_DGRAM)
-        got = 0
-        with tx:
-            tx.bind((source, 0))
-            started = time.monotonic()
-            for _ in range(count):
-                tx.sendto(payload, (SRV6 if family == 6 else SRV4, SIP))
-                if interval:
-                    time.sleep(interval)
-                    got += _drain(rx)
-            self.sending_took = time.monotonic() - started
-        return got + _receive(rx, count - got)
-
-
-def _drain(sock: socket.socket) -> int:
-    got = 0
-    while True:
-        try:
-            sock.recv(65535)
-            got += 1
-        except BlockingIOError:
-            return got
-
-
-def _receive(sock: socket.socket, expected: int, wait: float = 0.4) -> int:
-    got = 0
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and got < expected:
-        got += _drain(sock)
-        time.sleep(0.01)
-    return got
-
-
 @pytest.fixture(scope="module")
 def rig(kernel):
     with netns.Lab() as lab:
-        rig = Rig(lab)
-        with rig.srv.entered():
-            rig.dp = DataPlane(rig.srv_if, capture="none")
-        try:
-            with rig.srv.entered():
-                rig.dp.attach()
+        udp = UdpRig(lab, SRV4, SRV6, CLI4, CLI6, port=SIP, payload=REGISTER)
+        with guarded(udp, "none") as rig:
             yield rig
-        finally:
-            with rig.srv.entered():
-                rig.dp.detach()
-            rig.dp.close()
-            for sock in rig.receivers.values():
-                sock.close()
 
 
 @pytest.fixture
