@@ -1,6 +1,5 @@
 """The controller on a real data plane: bans reach the kernel maps, expire, escalate, persist."""
 import ipaddress
-import os
 import time
 
 import pytest
@@ -9,8 +8,8 @@ from fastban import guard as guard_module
 from fastban.config import load_settings
 from fastban.banlist import FOUND_IN_MAP
 from fastban.guard import Guard, GuardError
-from fastban.lab import netns
 from traces import sip_response
+from udp_rig import small_plane
 
 ATTACKER = ipaddress.ip_address("10.240.0.66")
 ATTACKER6 = ipaddress.ip_address("fd00:240::66")
@@ -18,19 +17,8 @@ ATTACKER6 = ipaddress.ip_address("fd00:240::66")
 
 @pytest.fixture(scope="module")
 def dataplane(kernel):
-    from fastban.dataplane import DataPlane
-    with netns.Lab() as lab:
-        server = lab.namespace("srv")
-        link = lab.link(server, lab.namespace("cli"), "10.240.0.1/24", "10.240.0.2/24")
-        with server.entered():
-            plane = DataPlane(link.a, capacity=64, pin_root="/sys/fs/bpf/fastban-test")
-            plane.attach("generic")
-        try:
-            yield plane
-        finally:
-            with server.entered():
-                plane.detach()
-            os.rmdir("/sys/fs/bpf/fastban-test")
+    with small_plane("10.240.0", "/sys/fs/bpf/fastban-test") as plane:
+        yield plane
 
 
 @pytest.fixture

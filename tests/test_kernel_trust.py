@@ -1,7 +1,6 @@
 """The rules' trust mirrored into the kernel's trusted maps by the guard (fastban.kernel_trust),
 and sip_capacity written into the kernel's config, on a real data plane."""
 import ipaddress
-import os
 import time
 
 import pytest
@@ -10,8 +9,8 @@ from fastban import kernel_trust
 from fastban.abi import ABI
 from fastban.config import load_settings
 from fastban.guard import Guard
-from fastban.lab import netns
 from traces import sip_request, sip_response
+from udp_rig import small_plane
 
 NET = ipaddress.ip_network
 SERVER = ipaddress.ip_address("10.216.0.1")
@@ -21,19 +20,8 @@ STRAY = NET("10.216.0.99/32")
 
 @pytest.fixture(scope="module")
 def dataplane(kernel):
-    from fastban.dataplane import DataPlane
-    with netns.Lab() as lab:
-        server = lab.namespace("srv")
-        link = lab.link(server, lab.namespace("cli"), "10.216.0.1/24", "10.216.0.2/24")
-        with server.entered():
-            plane = DataPlane(link.a, capacity=64, pin_root="/sys/fs/bpf/fastban-test-trust")
-            plane.attach("generic")
-        try:
-            yield plane
-        finally:
-            with server.entered():
-                plane.detach()
-            os.rmdir("/sys/fs/bpf/fastban-test-trust")
+    with small_plane("10.216.0", "/sys/fs/bpf/fastban-test-trust") as plane:
+        yield plane
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ a burst or seen in the counters.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import time
 from contextlib import contextmanager
@@ -132,3 +133,22 @@ def guarded(rig: UdpRig, capture: str):
             rig.dp.detach()
         rig.dp.close()
         rig.close()
+
+
+@contextmanager
+def small_plane(subnet: str, pin_root: str):
+    """A DataPlane of 64 bans, generic XDP, on the server's side of a link between two fresh
+    namespaces (the server .1, the client .2 of the /24 subnet, e.g. "10.240.0"), pinned under
+    its own pin_root, which is removed at the end."""
+    with netns.Lab() as lab:
+        server = lab.namespace("srv")
+        link = lab.link(server, lab.namespace("cli"), f"{subnet}.1/24", f"{subnet}.2/24")
+        with server.entered():
+            plane = DataPlane(link.a, capacity=64, pin_root=pin_root)
+            plane.attach("generic")
+        try:
+            yield plane
+        finally:
+            with server.entered():
+                plane.detach()
+            os.rmdir(pin_root)
