@@ -57,13 +57,30 @@ def pytest_configure(config):
 
 
 def parsing_test_files() -> set[str]:
-    """The test files whose imports, followed through fastban, reach SIP parsing."""
+    """The test files whose imports, followed through fastban and through this folder's helper
+    modules (labwait, traces, ...), reach SIP parsing."""
+    import ast
+
     import importgraph
 
+    here = Path(__file__).parent
+    helpers = {p.stem: p for p in here.glob("*.py")
+               if not p.name.startswith("test_") and p.stem != "conftest"}
     graph, modules = importgraph.product_graph(), importgraph.product_modules()
-    return {path.name for path in Path(__file__).parent.glob("test_*.py")
-            if importgraph.reachable(importgraph.imports_of(path, modules), graph)
-            & PARSING_MODULES}
+
+    def fastban_imports(path: Path, seen: set) -> set[str]:
+        found = importgraph.imports_of(path, modules)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and not node.level else []
+            for name in names:
+                if name in helpers and name not in seen:
+                    seen.add(name)
+                    found |= fastban_imports(helpers[name], seen)
+        return found
+
+    return {path.name for path in here.glob("test_*.py")
+            if importgraph.reachable(fastban_imports(path, set()), graph) & PARSING_MODULES}
 
 
 def pytest_collection_modifyitems(config, items):

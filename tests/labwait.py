@@ -1,8 +1,26 @@
-"""Waiting on the lab's Kamailio and a guard's ban list, for the lab tests."""
+"""A guard started on the lab, and waiting on the lab's Kamailio and the guard's ban list, for
+the lab tests."""
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+
+from fastban import sip
+from fastban.lab.guard_process import GuardProcess
+
+
+@contextmanager
+def running_guard(lab, workdir, **settings):
+    """`fastban run` on the lab's server interface with these settings, detached at the end;
+    it runs this test run's parser (FASTBAN_PURE_PYTHON is passed on)."""
+    guard = GuardProcess(lab.server_namespace, lab.server_iface, workdir, **settings)
+    guard.start()
+    try:
+        assert guard.json("stats")["parser"] == sip.IMPLEMENTATION
+        yield guard
+    finally:
+        guard.detach()
 
 
 def settle(lab, address, timeout=3.0):

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import require_tool, wait_for
 from fastban.dataplane import DataPlane
-from fastban.lab.guard_process import GuardProcess
 from fastban.lab.siplab import SipLab
+from labwait import running_guard
 
 CAPACITY = 1000           # requests/s
 FLOOD_RATE = 2 * CAPACITY
@@ -31,13 +31,8 @@ def lab(kernel):
 
 @pytest.fixture
 def guard(lab, tmp_path):
-    guard = GuardProcess(lab.server_namespace, lab.server_iface, tmp_path,
-                         sip_capacity=CAPACITY)
-    guard.start()
-    try:
+    with running_guard(lab, tmp_path, sip_capacity=CAPACITY) as guard:
         yield guard
-    finally:
-        guard.detach()
 
 
 def kernel_view(lab):

@@ -10,11 +10,9 @@ import time
 import pytest
 
 from conftest import require_tool
-from fastban import sip
-from fastban.lab.guard_process import GuardProcess
 from fastban.lab.siplab import SipLab
 
-from labwait import row_for, settle
+from labwait import row_for, running_guard, settle
 
 MAXRETRY = 5
 
@@ -29,14 +27,9 @@ def lab(kernel):
 
 @pytest.fixture(scope="module")
 def guard(lab, tmp_path_factory):
-    guard = GuardProcess(lab.server_namespace, lab.server_iface,
-                         tmp_path_factory.mktemp("guard"), maxretry=MAXRETRY, bantime=600)
-    guard.start()
-    try:
-        assert guard.json("stats")["parser"] == sip.IMPLEMENTATION   # this run's parser
+    with running_guard(lab, tmp_path_factory.mktemp("guard"), maxretry=MAXRETRY,
+                       bantime=600) as guard:
         yield guard
-    finally:
-        guard.detach()
 
 
 def test_guessing_attacker_is_banned_and_silenced_while_the_phone_registers(lab, guard):

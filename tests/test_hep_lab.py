@@ -17,13 +17,12 @@ import time
 import pytest
 
 from conftest import require_tool
-from fastban import sip
 from fastban.config import load_settings
 from fastban.lab.guard_process import GuardProcess
 from fastban.lab.siplab import PHONE_V4, SipLab
 from fastban.replay import replay
 
-from labwait import row_for, settle, wait_for_ban
+from labwait import row_for, running_guard, settle, wait_for_ban
 from traces import hep3, sip_response
 
 MAXRETRY = 5
@@ -53,13 +52,8 @@ def guard_settings(workdir, **extra):
 @pytest.fixture(scope="module")
 def guard(lab, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("hepguard")
-    guard = GuardProcess(lab.server_namespace, lab.server_iface, workdir, **guard_settings(workdir))
-    guard.start()
-    try:
-        assert guard.json("stats")["parser"] == sip.IMPLEMENTATION
+    with running_guard(lab, workdir, **guard_settings(workdir)) as guard:
         yield guard
-    finally:
-        guard.detach()
 
 
 def test_a_tls_guesser_is_banned_and_dropped_while_a_tls_phone_registers(lab, guard):

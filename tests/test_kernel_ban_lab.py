@@ -9,8 +9,8 @@ import time
 import pytest
 
 from conftest import require_tool, wait_for
-from fastban.lab.guard_process import GuardProcess
 from fastban.lab.siplab import SipLab
+from labwait import running_guard
 
 MAXRETRY = 5
 
@@ -25,13 +25,9 @@ def lab(kernel):
 
 @pytest.fixture
 def guard(lab, tmp_path):
-    guard = GuardProcess(lab.server_namespace, lab.server_iface, tmp_path, maxretry=MAXRETRY,
-                         findtime=600, bantime=600, kernel_ban=True)
-    guard.start()
-    try:
+    with running_guard(lab, tmp_path, maxretry=MAXRETRY, findtime=600, bantime=600,
+                       kernel_ban=True) as guard:
         yield guard
-    finally:
-        guard.detach()
 
 
 def test_a_guesser_is_banned_by_the_kernel_and_the_guard_records_it(lab, guard):

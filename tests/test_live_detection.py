@@ -24,9 +24,8 @@ import time
 import pytest
 
 from conftest import require_tool
-from fastban import sip
-from fastban.lab.guard_process import GuardProcess
 from fastban.lab.siplab import SipLab
+from labwait import running_guard
 
 MAXRETRY = 5
 GRACE = 4.0           # challenge_grace: short, so unanswered challenges count soon
@@ -47,14 +46,9 @@ def lab(kernel):
 def guard(lab, tmp_path):
     workdir = tmp_path / "guard"
     workdir.mkdir()
-    guard = GuardProcess(lab.server_namespace, lab.server_iface, workdir, maxretry=MAXRETRY,
-                         findtime=600, bantime=600, challenge_grace=GRACE)
-    guard.start()
-    try:
-        assert guard.json("stats")["parser"] == sip.IMPLEMENTATION   # this run's parser
+    with running_guard(lab, workdir, maxretry=MAXRETRY, findtime=600, bantime=600,
+                       challenge_grace=GRACE) as guard:
         yield guard
-    finally:
-        guard.detach()
 
 
 def settle(guard):

@@ -7,10 +7,9 @@ import time
 import pytest
 
 from conftest import require_tool
-from fastban.lab.guard_process import GuardProcess
 from fastban.lab.siplab import SipLab
 
-from labwait import settle
+from labwait import running_guard, settle
 
 RATE, BURST = 10, 20
 FLOOD, FLOOD_RATE = 300, 200.0
@@ -26,14 +25,9 @@ def lab(kernel):
 
 @pytest.fixture(scope="module")
 def guard(lab, tmp_path_factory):
-    guard = GuardProcess(lab.server_namespace, lab.server_iface,
-                         tmp_path_factory.mktemp("guard"), maxretry=1000,
-                         rate_limit=RATE, rate_limit_burst=BURST)
-    guard.start()
-    try:
+    with running_guard(lab, tmp_path_factory.mktemp("guard"), maxretry=1000, rate_limit=RATE,
+                       rate_limit_burst=BURST) as guard:
         yield guard
-    finally:
-        guard.detach()
 
 
 def test_a_register_flood_is_cut_to_its_rate_and_the_phone_is_not(lab, guard):
