@@ -216,6 +216,9 @@ def _steps(srv, link, frames: Path, workdir: str, rates, seconds: float, *guard_
             }
             step["parsed_per_s_during_send"] = round(step["parsed_during_send"] /
                                                      sent["seconds"])
+            step["asked_per_s"] = rate
+            # the sender could not send at the rate asked: the rig, not the guard, set the pace
+            step["sender_limited"] = step["offered_per_s"] < 0.97 * rate
             step["lossless"] = step["lost"] == 0 and step["parsed"] >= step["sent"]
             step["lost_share"] = round(step["lost"] / max(1, step["sent"]), 4)
             steps.append(step)
@@ -225,7 +228,11 @@ def _steps(srv, link, frames: Path, workdir: str, rates, seconds: float, *guard_
         client.close()
     finally:
         stop_process(guard)
-    return {"steps": steps, "final_stats": final, "sustained_per_s": _sustained(steps)}
+    sustained = _sustained(steps)
+    return {"steps": steps, "final_stats": final, "sustained_per_s": sustained,
+            "sender_limited_at_sustained": any(s["sender_limited"] and s["lossless"] and
+                                               s["offered_per_s"] == sustained for s in steps),
+            "sender_max_per_s": max((s["offered_per_s"] for s in steps), default=0)}
 
 
 def _sustained(steps: list) -> int:

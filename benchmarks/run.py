@@ -238,8 +238,13 @@ def _controller_rows(rows):
     if c:
         steps = ", ".join(f"{_fmt(s['offered_per_s'])}: lost {s['lost_share']:.1%}"
                           for s in c["steps"])
+        limit = ""
+        if "sender_max_per_s" in c:
+            limit = (f"; the sender's most: {_fmt(c['sender_max_per_s'])}/s, "
+                     + ("it was the limit" if c["sender_limited_at_sustained"]
+                        else "not the limit"))
         rows.append(("Controller: captured responses/s sustained with no loss",
-                     f"{_fmt(c['sustained_per_s'])}/s (offered: {steps})", ">= 200k/s",
+                     f"{_fmt(c['sustained_per_s'])}/s (offered: {steps}{limit})", ">= 200k/s",
                      c["target_met"]))
         st = c.get("stages_alone", {})
         if st:
