@@ -247,7 +247,7 @@ class FailureRules:
 
         Ints hash far faster than ipaddress objects; IPv6 keys carry the V6_KEY bit so that
         an IPv4 and an IPv6 address never share a key."""
-        return self._key(int(peer), peer.version)
+        return self._source_of(_peer_key(peer))
 
     def _key(self, value: int, version: int) -> int:
         if version == 4:
