@@ -21,6 +21,9 @@ def cclass(cls):
     return cls
 
 
+no_gc = cclass
+
+
 def cfunc(function):
     return function
 

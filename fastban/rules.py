@@ -98,6 +98,7 @@ TRUST_REPORT_SHARE = 0.1
 # (seconds) for its request.
 REORDER_WINDOW = 1.0
 
+@cython.no_gc       # it refers to addresses, ints and bytes only: it can be in no cycle
 @cython.cclass
 class _Call:
     """One (peer, Call-ID): the last final response's transaction."""
