@@ -26,10 +26,16 @@ try:
 except ImportError:  # pure-Python install: the fallback parser serves
     ext_modules = []
 else:
+    # The hot path's pure-Python-mode modules, each compiled as fastban._<name> (the source
+    # picks its compiled twin when it is built, see fastban/_cython_shim.py).
+    PURE_MODE = ("rules",)
     ext_modules = cythonize(
         [Extension(f"fastban._{name}", [f"ext/{name}.pyx"], extra_compile_args=["-O3"])
-         for name in ("sipparser", "hepparser") if os.path.exists(f"ext/{name}.pyx")],
+         for name in ("sipparser", "hepparser") if os.path.exists(f"ext/{name}.pyx")] +
+        [Extension(f"fastban._{name}", [f"fastban/{name}.py"], extra_compile_args=["-O3"])
+         for name in PURE_MODE],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+        build_dir="build/cython",
     )
 
 setup(ext_modules=ext_modules, cmdclass={"build_py": BuildPyWithBpf})

@@ -76,13 +76,18 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections import OrderedDict
-from dataclasses import dataclass
+
+try:
+    import cython
+except ImportError:  # a pure-Python install
+    from fastban import _cython_shim as cython
 
 from fastban.decisions import (
     KIND_403, KIND_BAD_401, KIND_BAD_403, KIND_BAD_407, KIND_REGISTER_404, KIND_REPEATED_401,
     KIND_REPEATED_407, KIND_UNANSWERED_401, KIND_UNANSWERED_407, KIND_WEB_LOGIN, PROVEN_KINDS,
     BanDecision,
     IPAddress, IPNetwork, describe_failures)
+from fastban.rule_settings import STAT_KEYS, RuleSettings
 
 # A nonce counts as issued to an address this long after the server sent it (longer than the
 # nonce lifetimes of Kamailio, Asterisk and FreeSWITCH).
@@ -93,75 +98,21 @@ TRUST_REPORT_SHARE = 0.1
 # (seconds) for its request.
 REORDER_WINDOW = 1.0
 
-STAT_KEYS = (
-    "responses_seen",       # final and provisional responses given to observe()
-    "requests_seen",        # requests given to observe()
-    "requests_ignored",     # requests without credentials, or from an unchallenged address
-    "credentials_waiting",  # requests with credentials kept until their answer
-    "credentials_proven",   # ... whose nonce the server had issued to that address
-    "provisional_ignored",  # 1xx responses
-    "whitelisted_skipped",  # messages of whitelisted peers
-    "challenges",           # 401/407 seen (retransmissions included)
-    "stale_challenges",     # 401/407 with stale=true: an expired nonce (no failure)
-    "retransmissions",      # final responses recognised as retransmissions
-    "cleared",              # open challenges closed by a non-failure answer
-    "logins",               # 2xx to proven credentials: the source is trusted
-    "answers_before_request",  # logins whose 2xx was read before its request (live only)
-    "failures",             # failures counted (all kinds)
-    "failures_proven",
-    "failures_403",
-    "failures_repeated_challenge",
-    "failures_unanswered_challenge",
-    "failures_register_404",
-    "failures_web_login",   # wrong passwords on fastban's web page
-    "unproven_of_trusted",  # unproven failures of a trusted source (not counted)
-    "bans",                 # ban decisions returned
-    "sources_evicted",      # source histories dropped at the max_sources cap
-    "challenges_evicted",   # Call-ID records dropped at the max_open_challenges cap
-    "via_received_mismatch",  # top Via received= differs from the destination
-)
-
-
-@dataclass(frozen=True)
-class RuleSettings:
-    """Settings of the failure rules (defaults are MikoPBX's / fail2ban's)."""
-
-    maxretry: int = 10
-    findtime: float = 1800.0
-    challenge_grace: float = 32.0
-    trust_time: float = 3600.0
-    count_register_404: bool = False
-    whitelist: tuple[IPNetwork, ...] = ()
-    ipv6_ban_prefix: int = 128
-    max_sources: int = 100_000
-    max_open_challenges: int = 200_000
-
-    def __post_init__(self):
-        nets = tuple(ipaddress.ip_network(n, strict=False) for n in self.whitelist)
-        object.__setattr__(self, "whitelist", nets)
-        if self.maxretry < 1:
-            raise ValueError("maxretry must be >= 1")
-        if self.findtime <= 0 or self.challenge_grace <= 0:
-            raise ValueError("findtime and challenge_grace must be > 0")
-        if self.trust_time < 0:
-            raise ValueError("trust_time must be >= 0")
-        if self.max_sources < 1 or self.max_open_challenges < 1:
-            raise ValueError("caps must be >= 1")
-        if not 1 <= self.ipv6_ban_prefix <= 128:
-            raise ValueError("ipv6_ban_prefix must be in 1..128")
-
-    @property
-    def structure(self) -> tuple:
-        """The settings the rules' state is keyed or sized by: changing one needs new rules."""
-        return self.ipv6_ban_prefix, self.max_sources, self.max_open_challenges
-
-
+@cython.no_gc       # it refers to addresses, ints and bytes only: it can be in no cycle
+@cython.cclass
 class _Call:
     """One (peer, Call-ID): the last final response's transaction."""
 
-    __slots__ = ("peer", "source", "branch", "status", "at", "open", "seq")
+    peer = cython.declare(object, visibility="readonly")
+    source = cython.declare(object, visibility="readonly")
+    branch = cython.declare(object, visibility="readonly")
+    status = cython.declare(cython.int, visibility="readonly")
+    at = cython.declare(cython.double, visibility="readonly")
+    open = cython.declare(cython.bint, visibility="readonly")
+    seq = cython.declare(cython.longlong, visibility="readonly")
 
-    def __init__(self, peer, source, branch, status, at, open_, seq):
+    def __init__(self, peer, source, branch, status: cython.int, at: cython.double,
+                 open_: cython.bint, seq: cython.longlong):
         self.peer = peer
         self.source = source        # the peer's source_key()
         self.branch = branch
@@ -174,16 +125,31 @@ class _Call:
 V6_KEY = 1 << 128
 
 
+_IPV4 = ipaddress.IPv4Address
+
+
+@cython.cfunc
+@cython.inline
+def _peer_key(peer):
+    """An address as the int key of the tables (IPv6 ones carry the V6_KEY bit)."""
+    if type(peer) is _IPV4:
+        return peer._ip         # what int(peer) returns, without the method call
+    return int(peer) if peer.version == 4 else int(peer) | V6_KEY
+
+
 @functools.lru_cache(maxsize=65536)
-def _received_address(received: bytes) -> IPAddress | None:
-    """The address in a Via received= parameter (cached: sources repeat), or None."""
+def _received_key(received: bytes):
+    """The address in a Via received= parameter as a peer key (cached: sources repeat), or
+    None when it is no address."""
     try:
-        return ipaddress.ip_address(received.decode("ascii", "replace").strip("[]"))
+        address = ipaddress.ip_address(received.decode("ascii", "replace").strip("[]"))
     except ValueError:
         return None
+    return int(address) if address.version == 4 else int(address) | V6_KEY
 
 
-def _bounded_set(table: OrderedDict, key, value, cap: int) -> None:
+@cython.cfunc
+def _bounded_set(table: OrderedDict, key, value, cap: cython.Py_ssize_t) -> cython.void:
     """table[key] = value as the newest entry, dropping the oldest past cap."""
     table[key] = value
     table.move_to_end(key)
@@ -191,6 +157,7 @@ def _bounded_set(table: OrderedDict, key, value, cap: int) -> None:
         table.popitem(last=False)
 
 
+@cython.cclass
 class FailureRules:
     """Counts failed logins per source and decides bans.
 
@@ -198,6 +165,32 @@ class FailureRules:
     destination of a response, the source of a request), ``expire(now)`` periodically (and at
     the end of a capture). Both return ban decisions.
     """
+
+    settings = cython.declare(object, visibility="public")
+    stats = cython.declare(dict, visibility="public")
+    trust_reports = cython.declare(list, visibility="public")
+    counted = cython.declare(object, visibility="public")
+    _calls = cython.declare(object, visibility="readonly")
+    _waiting = cython.declare(object, visibility="readonly")
+    _answered = cython.declare(object, visibility="readonly")
+    _challenged = cython.declare(object, visibility="readonly")
+    _nonces = cython.declare(object, visibility="readonly")
+    _trusted = cython.declare(object, visibility="readonly")
+    _sources = cython.declare(object, visibility="readonly")
+    _reset_at = cython.declare(object, visibility="readonly")
+    _reported = cython.declare(dict)
+    _pending = cython.declare(list)
+    _seq = cython.declare(cython.longlong)
+    _open = cython.declare(cython.Py_ssize_t)
+    _maxretry = cython.declare(cython.Py_ssize_t)
+    _max_sources = cython.declare(cython.Py_ssize_t)
+    _max_calls = cython.declare(cython.Py_ssize_t)
+    _v6prefix = cython.declare(cython.int)
+    _findtime = cython.declare(cython.double)
+    _grace = cython.declare(cython.double)
+    _count_404 = cython.declare(cython.bint)
+    _wl4 = cython.declare(tuple)
+    _wl6 = cython.declare(tuple)
 
     def __init__(self, settings: RuleSettings | None = None):
         self._calls: OrderedDict[tuple, _Call] = OrderedDict()    # (peer key, Call-ID), oldest first
@@ -238,7 +231,8 @@ class FailureRules:
         self._wl6 = tuple((int(n.network_address), int(n.netmask))
                           for n in s.whitelist if n.version == 6)
         self._v6prefix = s.ipv6_ban_prefix
-        self._history_cap = s.max_sources
+        self._max_sources = s.max_sources
+        self._max_calls = s.max_open_challenges
 
     # -- helpers -----------------------------------------------------------
 
@@ -254,7 +248,7 @@ class FailureRules:
 
         Ints hash far faster than ipaddress objects; IPv6 keys carry the V6_KEY bit so that
         an IPv4 and an IPv6 address never share a key."""
-        return self._key(int(peer), peer.version)
+        return self._source_of(_peer_key(peer))
 
     def _key(self, value: int, version: int) -> int:
         if version == 4:
@@ -264,24 +258,36 @@ class FailureRules:
             value = value >> shift << shift
         return value | V6_KEY
 
+    @cython.cfunc
+    @cython.inline
+    def _source_of(self, peer_key):
+        """The source key of a peer key."""
+        if self._v6prefix == 128 or peer_key < V6_KEY:
+            return peer_key
+        return self._key(peer_key ^ V6_KEY, 6)
+
     def _network(self, key: int) -> IPNetwork:
         if key & V6_KEY:
             return ipaddress.IPv6Network((key ^ V6_KEY, self._v6prefix))
         return ipaddress.IPv4Network((key, 32))
 
-    def _stale(self, call: _Call) -> bool:
+    @cython.cfunc
+    def _stale(self, call: _Call) -> cython.bint:
         """True when the record predates a ban/forget of its source."""
         reset = self._reset_at.get(call.source)
         return reset is not None and call.seq <= reset
 
-    def _new_call(self, peer, source, branch, status, now, open_) -> _Call:
+    @cython.cfunc
+    def _new_call(self, peer, source, branch, status: cython.int, now: cython.double,
+                  open_: cython.bint) -> _Call:
         self._seq += 1
         return _Call(peer, source, branch, status, now, open_, self._seq)
 
     def _mark_reset(self, key) -> None:
-        _bounded_set(self._reset_at, key, self._seq, self.settings.max_sources)
+        _bounded_set(self._reset_at, key, self._seq, self._max_sources)
 
-    def _store_call(self, key, call: _Call) -> None:
+    @cython.cfunc
+    def _store_call(self, key, call: _Call) -> cython.void:
         calls = self._calls
         previous = calls.get(key)
         if previous is not None and previous.open:
@@ -290,7 +296,8 @@ class FailureRules:
             self._open += 1
         calls[key] = call
         calls.move_to_end(key)
-        if len(calls) > self.settings.max_open_challenges:
+        if len(calls) > self._max_calls:
+            old: _Call
             _, old = calls.popitem(last=False)
             self.stats["challenges_evicted"] += 1
             if old.open:
@@ -302,24 +309,31 @@ class FailureRules:
                     if decision is not None:
                         self._pending.append(decision)
 
-    def _drop_call(self, key) -> _Call | None:
-        call = self._calls.pop(key, None)
+    @cython.cfunc
+    def _drop_call(self, key) -> cython.void:
+        call: _Call | None = self._calls.pop(key, None)
         if call is not None and call.open:
             self._open -= 1
-        return call
 
     def trusted_until(self, source: int, now: float) -> float | None:
         """Until when a source key is trusted, or None."""
         until = self._trusted.get(source)
         return until if until is not None and until > now else None
 
-    def _trust(self, source: int, now: float) -> None:
+    @cython.cfunc
+    @cython.inline
+    def _is_trusted(self, source, now: cython.double) -> cython.bint:
+        until = self._trusted.get(source)
+        return until is not None and until > now
+
+    @cython.cfunc
+    def _trust(self, source, now: cython.double) -> cython.void:
         self.stats["logins"] += 1
         trust_time = self.settings.trust_time
         if trust_time <= 0:
             return
         until = now + trust_time
-        _bounded_set(self._trusted, source, until, self.settings.max_sources)
+        _bounded_set(self._trusted, source, until, self._max_sources)
         reported = self._reported
         if until - reported.get(source, 0.0) > trust_time * TRUST_REPORT_SHARE:
             reported[source] = until
@@ -332,10 +346,11 @@ class FailureRules:
             if not history:
                 del self._sources[source]
 
-    def _fail(self, now: float, peer, key: int, kind: str, stat: str) -> BanDecision | None:
+    @cython.cfunc
+    def _fail(self, now: cython.double, peer, key, kind: str, stat: str):
         stats = self.stats
-        proven = kind in PROVEN_KINDS
-        if not proven and self.trusted_until(key, now) is not None:
+        proven: cython.bint = kind in PROVEN_KINDS
+        if not proven and self._is_trusted(key, now):
             stats["unproven_of_trusted"] += 1
             return None
         stats["failures"] += 1
@@ -344,7 +359,7 @@ class FailureRules:
         history = sources.get(key)
         if history is None:
             history = sources[key] = []
-            if len(sources) > self._history_cap:
+            if len(sources) > self._max_sources:
                 sources.popitem(last=False)
                 stats["sources_evicted"] += 1
         else:
@@ -375,7 +390,9 @@ class FailureRules:
 
     # -- API -----------------------------------------------------------------
 
-    def observe(self, now: float, peer: IPAddress, message) -> BanDecision | None:
+    @cython.locals(now=cython.double, status=cython.int, challenge=cython.bint,
+                   was_open=cython.bint, proven=cython.bint, call=_Call)
+    def observe(self, now, peer, message) -> BanDecision | None:
         """One SIP message of the server's side at time ``now``; ``peer`` is the destination
         of a response, the source of a request."""
         if not message.is_response:
@@ -389,26 +406,24 @@ class FailureRules:
         if (self._wl4 or self._wl6) and self.is_whitelisted(peer):
             stats["whitelisted_skipped"] += 1
             return None
+        peer_key = _peer_key(peer)
         received = message.via_received
-        if received and _received_address(received) != peer:
+        if received and _received_key(received) != peer_key:
             stats["via_received_mismatch"] += 1
-
-        value, version = int(peer), peer.version
-        peer_key = value if version == 4 else value | V6_KEY
-        source = value if version == 4 else self._key(value, version)
+        source = self._source_of(peer_key)
         call_id, branch = message.call_id, message.via_branch
         key = (peer_key, call_id)
         challenge = status == 401 or status == 407
         if challenge:
             stats["challenges"] += 1
-            _bounded_set(self._challenged, peer_key, now, self.settings.max_sources)
+            _bounded_set(self._challenged, peer_key, now, self._max_sources)
         calls = self._calls
         call = calls.get(key)
         if challenge:
             # a stateless server answers a request sent again with a new nonce: issued all the same
             for nonce in message.challenge_nonces:
                 _bounded_set(self._nonces, (peer_key, nonce), now,
-                             self.settings.max_open_challenges)
+                             self._max_calls)
         if call is not None and call.branch == branch and call.status == status:
             stats["retransmissions"] += 1
             return None
@@ -451,21 +466,21 @@ class FailureRules:
             self._trust(source, now)
         elif was_open and waiting is None and 200 <= status < 300:
             _bounded_set(self._answered, (peer_key, call_id, branch), now,
-                         self.settings.max_open_challenges)
+                         self._max_calls)
         if was_open:
             self._drop_call(key)
             stats["cleared"] += 1
         return None
 
-    def _request(self, now: float, peer: IPAddress, message) -> None:
+    @cython.cfunc
+    def _request(self, now: cython.double, peer, message):
         stats = self.stats
         stats["requests_seen"] += 1
         nonces = message.credential_nonces
         if not nonces:
             stats["requests_ignored"] += 1
             return None
-        value, version = int(peer), peer.version
-        peer_key = value if version == 4 else value | V6_KEY
+        peer_key = _peer_key(peer)
         challenged_at = self._challenged.get(peer_key)
         if challenged_at is None or now - challenged_at > self._grace:
             stats["requests_ignored"] += 1       # the capture does not copy these
@@ -487,9 +502,9 @@ class FailureRules:
         answered = self._answered.pop(key, None) if self._answered else None
         if answered is not None and proven and abs(now - answered) <= REORDER_WINDOW:
             stats["answers_before_request"] += 1
-            self._trust(value if version == 4 else self._key(value, version), now)
+            self._trust(self._source_of(peer_key), now)
             return None
-        _bounded_set(self._waiting, key, (now, proven), self.settings.max_open_challenges)
+        _bounded_set(self._waiting, key, (now, proven), self._max_calls)
         return None
 
     def expire(self, now: float) -> list[BanDecision]:
@@ -499,6 +514,7 @@ class FailureRules:
         calls = self._calls
         limit = now - self._grace
         while calls:
+            call: _Call
             key, call = next(iter(calls.items()))
             if call.at > limit:
                 break
@@ -571,7 +587,7 @@ class FailureRules:
         if until > now:
             key = self._key(int(network.network_address), network.version)
             if until > self._trusted.get(key, 0.0):
-                _bounded_set(self._trusted, key, until, self.settings.max_sources)
+                _bounded_set(self._trusted, key, until, self._max_sources)
                 self._reported[key] = until
 
     @property
@@ -589,3 +605,11 @@ class FailureRules:
     @property
     def trusted_sources(self) -> int:
         return len(self._trusted)
+
+
+IMPLEMENTATION = "cython" if cython.compiled else "python"
+if not cython.compiled:
+    from fastban._cython_shim import compiled_twin
+    _twin = compiled_twin("fastban._rules")     # this source, compiled by setup.py
+    if _twin is not None:
+        FailureRules, IMPLEMENTATION = _twin.FailureRules, _twin.IMPLEMENTATION

@@ -42,11 +42,13 @@ def kernel():
         pytest.skip(reason)
 
 
-# Importing one of these is touching SIP parsing: the parser itself, the HEP decoder (compiled
-# too, with a pure-Python twin), or `fastban run` started as a child process (it inherits
-# FASTBAN_PURE_PYTHON).
+# Importing one of these is touching SIP parsing or a module compiled from a pure-Python
+# source: the parser itself, the HEP decoder (compiled too, with a pure-Python twin), the
+# failure rules (fastban.rules, compiled as fastban._rules), or `fastban run` started as a
+# child process (it inherits FASTBAN_PURE_PYTHON).
 PARSING_MODULES = {"fastban.sip", "fastban.sip_pure", "fastban._sipparser",
                    "fastban.hep", "fastban.hep_pure", "fastban._hepparser",
+                   "fastban.rules", "fastban._rules",
                    "fastban.lab.guard_process"}
 
 

@@ -9,8 +9,9 @@ from conftest import PARSING_MODULES, parsing_test_files
 MAX_LINES = 500
 # Modules allowed past MAX_LINES, with why they read better whole, and the most they may grow to.
 LONG_MODULES = {
-    "fastban/rules.py": (600, "one state machine over tables every method shares; its head is "
-                              "the detection model the code implements"),
+    "fastban/rules.py": (620, "one state machine over tables every method shares; its head is "
+                              "the detection model the code implements, its class bodies the C "
+                              "types of its compiled twin"),
 }
 
 
@@ -65,10 +66,11 @@ def test_no_module_of_the_product_imports_the_lab(graph):
 
 def test_the_pure_python_run_covers_the_tests_that_parse():
     parsing = parsing_test_files()
-    # the parser itself, the paths through it, and `fastban run` started by the lab
+    # the parser itself, the paths through it, the compiled rules (the settings build theirs),
+    # and `fastban run` started by the lab
     assert {"test_sip_parser.py", "test_streams.py", "test_replay.py", "test_guard.py",
-            "test_live_detection.py", "test_end_to_end.py", "test_offline.py"} <= parsing
-    # the rules take parsed messages; the data plane decodes packets, not SIP
-    assert not {"test_rules.py", "test_dataplane.py", "test_abi.py", "test_config.py",
-                "test_state.py", "test_packets.py"} & parsing
+            "test_live_detection.py", "test_end_to_end.py", "test_offline.py",
+            "test_rules.py", "test_config.py"} <= parsing
+    # the data plane decodes packets, not SIP
+    assert not {"test_dataplane.py", "test_abi.py", "test_state.py", "test_packets.py"} & parsing
     assert "fastban.sip" in PARSING_MODULES
