@@ -118,7 +118,8 @@ def stage_costs(count: int = 50_000) -> dict:
     """Microseconds per response of each user-space stage, run alone in this process on the
     same 403s the rig sends: perf record -> CapturedPacket (dataplane.decode_capture), the
     parser (batches of 64), the failure rules, and Guard.handle_packets as a whole (the
-    detection path: messages, parser, rules, ban records, with a map-less data plane)."""
+    detection path: messages, parser, rules, with a map-less data plane). With the rig's
+    maxretry nothing is banned, as in the rig."""
     import ctypes
     from fastban import sip
     from fastban.config import load_settings
@@ -151,7 +152,7 @@ def stage_costs(count: int = 50_000) -> dict:
         for i in range(0, len(payloads), 64):
             messages += sip.parse_batch(payloads[i:i + 64])
         out["parse_batch_us"] = (time.perf_counter() - t0) / len(raw) * 1e6
-        settings = load_settings(None, {"maxretry": MAXRETRY,
+        settings = load_settings(None, {"maxretry": GUARD_MAXRETRY,      # as the rig's guard
                                         "state_file": os.path.join(workdir, "s.msgpack"),
                                         "control_socket": os.path.join(workdir, "c.sock")})
         rules = FailureRules(settings.rule_settings())
