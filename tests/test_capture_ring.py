@@ -293,3 +293,11 @@ def test_both_readers_decode_the_kernels_records_alike(quiet):
         consumer.close()
         data.close()
     assert len(first) == 400 and first == second
+
+
+def test_the_capture_reads_with_the_reader_the_environment_chooses(rig):
+    reader = rig.dp._capture._reader
+    if os.environ.get("FASTBAN_PURE_PYTHON", "") not in ("", "0"):
+        assert isinstance(reader, ring.PureRingReader)
+    else:
+        assert isinstance(reader, _compiled().RingReader)
