@@ -1,6 +1,6 @@
-"""Builds the Cython SIP parser and HEP decoder (fastban falls back to pure Python when they are
-absent) and ships the BPF sources inside the package, so an installed wheel compiles the same
-programs."""
+"""Builds the Cython SIP parser, HEP decoder and capture ring reader (fastban falls back to pure
+Python when they are absent) and ships the BPF sources inside the package, so an installed wheel
+compiles the same programs."""
 import os
 from pathlib import Path
 
@@ -30,8 +30,10 @@ else:
     # picks its compiled twin when it is built, see fastban/_cython_shim.py).
     PURE_MODE = ("rules",)
     ext_modules = cythonize(
-        [Extension(f"fastban._{name}", [f"ext/{name}.pyx"], extra_compile_args=["-O3"])
-         for name in ("sipparser", "hepparser") if os.path.exists(f"ext/{name}.pyx")] +
+        [Extension(f"fastban._{name}", [f"ext/{name}.pyx"], extra_compile_args=["-O3"],
+                   include_dirs=["ext", "bpf"])
+         for name in ("sipparser", "hepparser", "ringreader")
+         if os.path.exists(f"ext/{name}.pyx")] +
         [Extension(f"fastban._{name}", [f"fastban/{name}.py"], extra_compile_args=["-O3"])
          for name in PURE_MODE],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},

@@ -6,9 +6,9 @@
    BPF_PROG_TEST_RUN, trial by trial alternated; the kernel reports the average ns of one run.
    The frames are the server's: a 200 OK to an address never challenged (most traffic), a 401,
    a 403, a 200 to a challenged address on its open Call-ID and on another Call-ID, and, for
-   today's program, requests from a challenged address with and without credentials. No perf
-   reader is open, so a copy fails at once: the figures are each program's own work, not the
-   copy (which costs the same in both). A program run over the same frame again and again keeps
+   today's program, requests from a challenged address with and without credentials. No reader
+   drains today's ring buffer, so once it is full a copy fails after the record is assembled
+   in its scratch map; the baseline's perf copy fails at once with no reader. A program run over the same frame again and again keeps
    the state the first run left: the old program's "answer" becomes "not challenged" after one
    run, so only stable cases are compared.
 2. A busy NAT office. The lab's office (fastban.lab.siplab: 50 sipp phones behind one

@@ -8,7 +8,7 @@ program sees them as the server's own answers: 131,072 distinct Call-IDs to 13,1
 destination is banned and every response goes the whole way through the detection path (the
 messages of a banned source would be skipped). The rate steps up; at each step, for `seconds`,
 the guard's own counters (over its control socket) give responses captured by the kernel, read
-by the guard and lost by the perf buffer (capture_lost). The sustained rate is the highest step
+by the guard and lost by the capture's ring buffer (capture_lost). The sustained rate is the highest step
 with no loss.
 
     .venv/bin/python -m benchmarks.controller_rate [--quick]

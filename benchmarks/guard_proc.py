@@ -1,6 +1,6 @@
 """The guard as time_to_ban.py runs it: fastban.service.Service on one interface, instrumented.
 
-Runs the real service loop (DataPlane attached with TC capture, Guard, perf-buffer polling) in
+Runs the real service loop (DataPlane attached with TC capture, Guard, polling of the capture's ring) in
 its own process, started in the server's namespace with nsenter (so /sys/fs/bpf stays the
 host's). Two hooks record kernel-monotonic timestamps for time_to_ban.py, and cost one list
 append each:

@@ -502,24 +502,25 @@ NOTES = """\
   sources each lookup misses the TLB (costly under nested paging in a VM). The
   "xdp-native-cap131072" rows show the same program with a map sized to the bans at hand.
 - **Time to ban** is an upper bound with the probe interval as resolution; the stages come from
-  timestamps inside the guard process (TC hook ktime, perf callback, map write). Almost all of
+  timestamps inside the guard process (TC hook ktime, ring read, map write). Almost all of
   it is user space: waking the guard, then parser + rules + ban record, then the map write
   (one create-only update syscall for a new ban). As a normal process on a CPU shared with other work, the
   wake-up can wait for the running task's slice (HZ=250: 4 ms ticks), which is the p99 tail;
   under SCHED_FIFO that tail goes. Packets after the threshold scale with the attacker's rate:
   the probe stream is 10,000 requests/s; the row gives the rate up to which at most one gets
   through.
-- **Controller** loss is the perf buffer overflowing (capture_lost): 1024 pages (4 MiB) per CPU, and the
-  TC program runs on the sender's CPU, so all events go to one CPU's buffer. Each response
-  costs the single Python thread a ctypes callback and decode_capture, then the detection path
+- **Controller** loss is the capture's ring buffer overflowing (capture_lost): one 16 MiB ring
+  for all CPUs. Each response costs the single Python thread its share of a ring drain (the
+  compiled reader decodes each record into a CapturedPacket), then the detection path
   (fastban.detection: message split, parser, rules; every response of the rig is a new Call-ID,
   as in a guessing attack): the "stages alone" row adds up to the ceiling. The guard's maxretry
   is never reached, so no response is skipped as a banned source's would be. The sender's CPU
-  also runs the TC program and the perf copy: it tops out near 100-120k responses/s, so the
+  also runs the TC program and the ring copy: it tops out near 100-120k responses/s, so the
   higher steps offer what it can. "Sustained" is the highest step with no loss at it and at
   every step below it.
-- **Capture** costs are each program's own work on one frame run again and again (no perf
-  reader is open, so a copy fails at once: the copy itself costs the same in both). The office
+- **Capture** costs are each program's own work on one frame run again and again (no reader
+  drains the ring, so once it is full a copy fails after the record is assembled; the baseline's
+  perf copy fails at once with no reader). The office
   row counts what crossed the server's interface (a recording), what the kernel copied, and
   what the per-address filter of before copies of that recording (a Python model of it).
 - **Scale**: the controller figures are for the Guard as committed when the run was made (see

@@ -46,6 +46,7 @@ struct fb_lpm6 {
 #define FB_PEER_ENTRIES         65536   /* challenged peers (LRU, preallocated) */
 #define FB_CALL_ENTRIES         131072  /* open Call-IDs (LRU, preallocated) */
 #define FB_CAPTURE_MAX          8192    /* packet bytes copied per captured message */
+#define FB_CAPTURE_RING_PAGES   4096    /* the ring buffer "captures": 16 MiB (a power of two) */
 
 /* Key of the "challenged" table: the remote party of a SIP message (the destination of a
  * response, the source of a request), IPv4 as ::ffff:a.b.c.d. */
@@ -192,7 +193,7 @@ struct fb_admission {
 #define FB_CNT_WHITELISTED      3   /* passed because the source is whitelisted */
 #define FB_CNT_CAPTURE_EXAMINED 4   /* SIP messages (and TCP segments) looked at */
 #define FB_CNT_CAPTURED         5   /* messages copied to user space */
-#define FB_CNT_CAPTURE_FAILED   6   /* perf submit failed (no reader, buffer full) */
+#define FB_CNT_CAPTURE_FAILED   6   /* the ring buffer could not take the copy (full) */
 #define FB_CNT_CAPTURE_SCANNED  7   /* messages whose headers the capture scanned */
 #define FB_CNT_CAPTURE_REQUESTS 8   /* requests copied */
 #define FB_CNT_CAPTURE_UNSURE   9   /* copied because the scan could not decide */

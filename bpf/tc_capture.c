@@ -4,7 +4,7 @@
  * (UDP/TCP from a port in sip_ports) and/or requests (to a port in sip_ports); the frame is
  * walked by bpf/walk.h (IP first fragments included). The remote party (the destination of a
  * response, the source of a request) is the "peer". Copied, with the packet bytes, through the
- * perf buffer "captures":
+ * ring buffer "captures" (one ring for all CPUs, so records arrive in the order written):
  *   - every 401 and 407 (which mark the peer challenged, and its Call-ID open), 403, and 404
  *     when config FB_CFG_COUNT_404 is 1;
  *   - any other final response to a challenged peer on a Call-ID that is open;
@@ -31,7 +31,17 @@ BPF_TABLE_PINNED("lru_hash", struct fb_peer, struct fb_peer_state, challenged,
 BPF_TABLE_PINNED("lru_hash", struct fb_call_key, __u64, open_calls,
                  FB_CALL_ENTRIES, FB_PIN("open_calls"));
 BPF_ARRAY(scan_table, struct fb_scan_table, 1);
-BPF_PERF_OUTPUT(captures);
+/* 16 MiB. The default wakeup of bpf_ringbuf_output wakes the reader only when it has read
+ * everything before the record (it may be asleep), so a burst costs one wakeup, a lone record
+ * one too. */
+BPF_RINGBUF_OUTPUT(captures, FB_CAPTURE_RING_PAGES);
+/* A record (the meta, then the packet) is assembled here: bpf_ringbuf_reserve takes only a
+ * constant size, bpf_ringbuf_output a bounded one. */
+struct fb_capture_record {
+    struct fb_capture_meta meta;
+    __u8 bytes[FB_CAPTURE_MAX];
+};
+BPF_PERCPU_ARRAY(capture_record, struct fb_capture_record, 1);
 /* Never written: lets user space read the compiled layout of struct fb_capture_meta. */
 BPF_ARRAY(meta_layout, struct fb_capture_meta, 1);
 
@@ -462,7 +472,17 @@ static __always_inline int fb_capture(struct __sk_buff *skb, __u8 direction)
     if (len > FB_CAPTURE_MAX)
         len = FB_CAPTURE_MAX;
     meta->cap_len = len;
-    int rc = captures.perf_submit_skb(skb, len, meta, sizeof(*meta));
+    struct fb_capture_record *record = capture_record.lookup(&zero);
+    if (!record)
+        return TC_ACT_OK;
+    __builtin_memcpy(&record->meta, meta, sizeof(*meta));
+    /* [1, FB_CAPTURE_MAX] in a way the verifier sees (the barrier keeps the compiler from
+     * dropping the mask it knows to be a no-op). */
+    __asm__ __volatile__("" : "+r"(len));
+    len = ((len - 1) & (FB_CAPTURE_MAX - 1)) + 1;
+    int rc = -1;
+    if (bpf_skb_load_bytes(skb, 0, record->bytes, len) == 0)
+        rc = captures.ringbuf_output(record, sizeof(record->meta) + len, 0);
     if (rc < 0)
         fb_count(FB_CNT_CAPTURE_FAILED);
     else

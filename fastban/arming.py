@@ -15,7 +15,7 @@ A ban the capture made is settled when its message is read: the rules, counting 
 decide the ban themselves (the guard writes its record, which sets the expiry again) or they
 do not (the failure was not proven, e.g. a challenge with stale=true): then the kernel's ban
 is lifted, unless a ban the guard holds covers the source, and the source disarmed. So is one
-whose copy was lost (the perf buffer full): ``sweep()`` on each tick finds it by its banned_ns.
+whose copy was lost (the capture's ring full): ``sweep()`` on each tick finds it by its banned_ns.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from fastban.abi import ABI
 from fastban.decisions import PROVEN_KINDS
 
 FAILURE_STATUSES = (401, 403, 407)
-# A ban the capture made whose copy was not read this long after (lost from the perf buffer)
+# A ban the capture made whose copy was not read this long after (lost from a full ring)
 # is lifted by sweep(): the rules never counted that failure.
 UNSETTLED_AFTER_NS = 2 * 10**9
 SWEPT_PER_CALL = 1000

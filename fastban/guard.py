@@ -47,11 +47,11 @@ JOURNAL_MIN = 1000
 # Bans lifted per tick at most, so that a wave of expiries never stalls the capture; the
 # kernel already ignores a lapsed ban, so lifting the rest a tick later changes no verdict.
 EXPIRE_BATCH = 10_000
-# A tick turns challenges unanswered this long before the last read of the perf buffer into
-# failures: a packet is in the buffer before the kernel wakes its reader, and the CPUs' rings
-# are read one after another.
+# A tick turns challenges unanswered this long before the last read of the capture's ring into
+# failures: a packet is stamped before it is in the ring, and the kernel wakes its reader
+# some time after.
 EXPIRE_LAG = 1.0
-# Captured responses lost (the guard fell behind the perf buffer) are logged at most this often.
+# Captured responses lost (the guard fell behind, the capture's ring full) are logged at most this often.
 LOSS_REPORT_INTERVAL = 10.0
 # The page's chart: failures, bans and dropped packets sampled this often, for an hour.
 SAMPLE_INTERVAL = 10.0
@@ -165,7 +165,8 @@ class Guard:
 
     def handle_packets(self, captured: list) -> list[BanRecord]:
         """Runs a batch of captured packets through the detection path, in the order the
-        kernel saw them (the perf buffer has one ring per CPU), and bans; returns new bans."""
+        kernel saw them (the capture's one ring holds them in the order written, not always
+        of their ktime: two CPUs race to it), and bans; returns new bans."""
         if not captured:
             return []
         self.counts["packets"] += len(captured)
@@ -238,7 +239,7 @@ class Guard:
         """Unanswered challenges become failures, expired bans are lifted, state is saved.
 
         ``read_until``: the wall time before which every captured packet has been handled (when
-        the last poll of the perf buffer began). Challenges are expired only up to then, so an
+        the last poll of the capture's ring began). Challenges are expired only up to then, so an
         answer still in the buffer, because the guard was held up between the poll and this
         tick, is read before its challenge is called unanswered."""
         now = self.wall()

@@ -1,6 +1,6 @@
 """`fastban run`: the guard as a long-running service on one interface.
 
-One thread waits on the capture (perf buffer) and hands each batch of captured packets to the
+One thread waits on the capture (its ring buffer) and hands each batch of captured packets to the
 guard straight away, so a ban reaches the kernel map as soon as the response that crossed the
 threshold is read. The control socket is served from a second thread, the HEP input
 (``hep_listen``, fastban.hep_input) from a third; all take one lock.
@@ -32,7 +32,7 @@ TICK_SECONDS = 0.5
 # The guard allocates a few short-lived objects per response and keeps long-lived ones (bans,
 # failure histories) by the hundred thousand. CPython's default thresholds (a young pass every
 # 700 allocations) scan those again and again, and the older passes stall the capture thread
-# long enough to overflow the perf buffer (benchmarks/controller_rate.py measures the loss).
+# long enough to overflow the capture's ring (benchmarks/controller_rate.py measures the loss).
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
@@ -65,7 +65,7 @@ class Service:
         self.guard = Guard(settings, self.dataplane)
         self.lock = threading.Lock()
         self.pending: list = []
-        self.dataplane.on_capture(self.pending.append)
+        self.dataplane.on_capture_batch(self.pending.extend)
         self.server = control.Server(settings.control_socket, self.answer, self.lock)
         self._stop = threading.Event()
         self._reload = threading.Event()

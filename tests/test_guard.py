@@ -127,7 +127,7 @@ def test_unanswered_challenges_ban_through_tick(dataplane, settings_for):
 def _login_with_a_late_tick(dataplane, settings, office, tell_the_poll_time: bool):
     """A 401, credentials, then a poll begins at 1002.0 and the 200 OK is captured at 1002.5;
     the guard is held up (a long batch, a busy CPU) and ticks at 1006.0, before it reads the
-    answer still in the perf buffer. Returns the guard."""
+    answer still in the capture's ring. Returns the guard."""
     import dataclasses
 
     from fastban.dataplane import CapturedPacket
@@ -152,8 +152,7 @@ def _login_with_a_late_tick(dataplane, settings, office, tell_the_poll_time: boo
     return guard
 
 
-def test_an_answer_still_in_the_perf_buffer_at_a_late_tick_is_still_a_login(dataplane,
-                                                                             settings_for):
+def test_an_answer_still_in_the_ring_at_a_late_tick_is_still_a_login(dataplane, settings_for):
     """The service tells the tick when its last poll began: challenges are expired only up to
     then, so the answer is read first. A login, not an unanswered 401."""
     office = ipaddress.ip_address("10.240.0.51")

@@ -6,7 +6,8 @@ This package is the one part of fastban that talks to the kernel (through BCC):
   them, and their pins under {pin_root}/{iface}/ (bans outlive the process);
 - ``maps`` and ``tables``: the maps, raw and typed (bans, whitelist, ports, config, counters,
   the capture's tables);
-- ``capture``: the perf buffer and the decoding of each captured packet;
+- ``capture`` and ``ring``: the capture's ring buffer, read in place, and the decoding of
+  each captured packet;
 - the layouts and constants of all of it come from bpf/abi.h (fastban.abi).
 
     dp = DataPlane("eth0")            # in the interface's network namespace
@@ -107,7 +108,7 @@ class DataPlane(KernelTables):
             for hook in ("egress", "ingress"):
                 self._tc_fns[hook] = program.load(bpf, f"tc_capture_{hook}",
                                                   bcc.BPF.SCHED_CLS)
-            self._capture = Capture(bpf)
+            self._capture = Capture(bpf, lambda: self.kernel_counters()["capture_failed"])
         self.capture = capture
         self.set_sip_ports(sip_ports)
         self.set_count_register_404(count_register_404)
@@ -178,6 +179,8 @@ class DataPlane(KernelTables):
             return
         self._closed = True
         self.close_maps()
+        if self._capture is not None:
+            self._capture.close()
         if self.bpf is not None:
             try:
                 self.bpf.cleanup()
@@ -207,12 +210,12 @@ class DataPlane(KernelTables):
 
     def counters(self) -> dict:
         """The programs' counters summed over CPUs since the pinned maps were created (see
-        FB_CNT_* in bpf/abi.h; seen = passed + dropped), and capture_lost: packets lost as
-        reported to this process by the perf buffer (the kernel reports a loss with the next
-        record on that CPU)."""
+        FB_CNT_* in bpf/abi.h; seen = passed + dropped), and capture_lost: the copies the
+        capture's ring could not take (capture_failed) when this DataPlane reads the capture,
+        else 0."""
         self._check_open()
         result = self.kernel_counters()
-        result["capture_lost"] = self._capture.lost if self._capture else 0
+        result["capture_lost"] = result["capture_failed"] if self._capture else 0
         return result
 
     def on_capture(self, callback: Callable[[CapturedPacket], None]) -> None:
@@ -220,6 +223,13 @@ class DataPlane(KernelTables):
         if self._capture is None:
             raise DataPlaneError("this DataPlane was made with capture='none'")
         self._capture.on_capture(callback)
+
+    def on_capture_batch(self, callback: Callable[[list[CapturedPacket]], None]) -> None:
+        """Registers a callback for each poll's captured packets as one list, in the order
+        the kernel copied them."""
+        if self._capture is None:
+            raise DataPlaneError("this DataPlane was made with capture='none'")
+        self._capture.on_batch(callback)
 
     def poll(self, timeout_ms: int = 100) -> None:
         """Waits up to timeout_ms for captured packets and hands them to the callbacks."""

@@ -1,5 +1,6 @@
-"""The capture's way to user space: the perf buffer "captures", its losses, and each record
-(struct fb_capture_meta, then the packet bytes) decoded into a CapturedPacket.
+"""The capture's way to user space: the ring buffer "captures" (read by fastban.dataplane.ring),
+its losses, and each record (struct fb_capture_meta, then the packet bytes) decoded into a
+CapturedPacket.
 
 The record's layout is bpf/abi.h's, read once into a struct format (decoding with struct is
 several times faster than through the ctypes type).
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import ipaddress
+import select
 import socket
 import struct
 import time
@@ -16,9 +18,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from fastban.abi import ABI, AbiError
+from fastban.dataplane import ring
 from fastban.packets import address
 
-CAPTURE_PAGES = 1024    # perf buffer pages per CPU (4 MiB): absorbs bursts while the guard is busy
 FbCaptureMeta = ABI.struct("fb_capture_meta")
 
 _PROTOCOLS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
@@ -90,10 +92,14 @@ _KERNEL_BAN = ABI["FB_META_KERNEL_BAN"]
 _INGRESS = ABI["FB_DIR_INGRESS"]
 _META_SIZE = CAPTURE_META.size
 _unpack_meta = CAPTURE_META.unpack_from
+DECODING = ring.Decoding(CapturedPacket, address,
+                         [_PROTOCOLS.get(value, "udp") for value in range(256)],
+                         [_KINDS.get(value, "response") for value in range(256)],
+                         [REASONS.get(value, "") for value in range(256)])
 
 
 def decode_capture(raw: bytes) -> CapturedPacket | None:
-    """One perf record (struct fb_capture_meta + packet bytes) -> CapturedPacket."""
+    """One record (struct fb_capture_meta + packet bytes) -> CapturedPacket."""
     if len(raw) < _META_SIZE:
         return None
     (ktime_ns, saddr, daddr, sport, dport, status, payload_off, payload_len, cap_len, tcp_seq,
@@ -112,48 +118,66 @@ def decode_capture(raw: bytes) -> CapturedPacket | None:
 
 
 class Capture:
-    """The perf buffer of a compiled program: callbacks get CapturedPackets on poll()."""
+    """The ring buffer of a compiled program: callbacks get CapturedPackets on poll().
 
-    def __init__(self, bpf, pages: int = CAPTURE_PAGES):
-        self.bpf = bpf
-        self.pages = pages
-        self.lost = 0
-        self._delivered = 0
+    lost is what the ring could not take (the kernel's FB_CNT_CAPTURE_FAILED, which
+    count_failed reads), since the pinned counters were made."""
+
+    def __init__(self, bpf, count_failed: Callable[[], int]):
+        table = bpf[b"captures"]
+        self.size = table.max_entries
+        self.pages = self.size // ring.PAGE_SIZE
+        self._count_failed = count_failed
         self._callbacks: list[Callable[[CapturedPacket], None]] = []
-        self._callback_error: BaseException | None = None
-        bpf[b"captures"].open_perf_buffer(self._on_event, page_cnt=pages, lost_cb=self._on_lost)
+        self._batch_callbacks: list[Callable[[list[CapturedPacket]], None]] = []
+        self._maps = ring.map_ring(table.map_fd, self.size)
+        compiled = ring.compiled_reader()
+        if compiled is not None:
+            ring.check_compiled_layout(compiled, FbCaptureMeta)
+            self._reader = compiled.RingReader(*self._maps, self.size, ring.PAGE_SIZE,
+                                               DECODING)
+        else:
+            self._reader = ring.PureRingReader(*self._maps, self.size, decode_capture)
+        self._epoll = select.epoll()
+        self._epoll.register(table.map_fd, select.EPOLLIN)
+
+    @property
+    def lost(self) -> int:
+        return self._count_failed()
+
+    @property
+    def malformed(self) -> int:
+        """Records skipped because they could not be decoded."""
+        return self._reader.malformed
 
     def on_capture(self, callback: Callable[[CapturedPacket], None]) -> None:
         self._callbacks.append(callback)
 
+    def on_batch(self, callback: Callable[[list[CapturedPacket]], None]) -> None:
+        """callback gets each poll's packets as one list (in the order the kernel wrote
+        them), when there are any."""
+        self._batch_callbacks.append(callback)
+
     def poll(self, timeout_ms: int) -> None:
-        """Waits up to timeout_ms for captured packets and hands them to the callbacks.
+        """Hands the callbacks every record in the ring; when there is none, waits up to
+        timeout_ms for one (the kernel wakes the reader when a record follows all it read)."""
+        batch: list[CapturedPacket] = []
+        if self._reader.drain(batch) == 0:
+            self._epoll.poll(timeout_ms / 1000)
+            self._reader.drain(batch)
+        if not batch:
+            return
+        for batch_callback in self._batch_callbacks:
+            batch_callback(batch)
+        for callback in self._callbacks:
+            for packet in batch:
+                callback(packet)
 
-        Once a CPU's ring has woken the poll, every ring is read: the kernel wakes a reader
-        some time after it wrote (irq_work), so a request copied on one CPU can be in its ring
-        but not yet signalled when the answer copied after it on another CPU wakes the poll.
-        Read together, the two can be put back in order (CapturedPacket.ktime_ns)."""
-        delivered = self._delivered
-        self.bpf.perf_buffer_poll(timeout_ms)
-        if self._delivered != delivered:
-            self.bpf.perf_buffer_consume()
-        if self._callback_error is not None:
-            error, self._callback_error = self._callback_error, None
-            raise error
-
-    def _on_lost(self, lost: int) -> None:
-        self.lost += lost
-
-    def _on_event(self, cpu, data, size) -> None:
-        self._delivered += 1
-        try:
-            packet = decode_capture(ct.string_at(data, size))
-            if packet is not None:
-                for callback in self._callbacks:
-                    callback(packet)
-        except BaseException as e:          # a callback failing must not vanish in ctypes
-            if self._callback_error is None:
-                self._callback_error = e
+    def close(self) -> None:
+        self._epoll.close()
+        self._reader = None
+        for mapped in self._maps:
+            mapped.close()
 
 
 def idle(timeout_ms: int) -> None:

@@ -38,7 +38,7 @@ COUNTERS = (
      "SIP requests with credentials the guard parsed."),
     ("fastban_malformed_skipped", "malformed_skipped", "Malformed SIP messages skipped."),
     ("fastban_events_lost", "events_lost",
-     "Captured packets lost because the guard fell behind the perf buffer."),
+     "Captured packets lost because the guard fell behind the capture's ring buffer."),
     ("fastban_logins", "logins", "Successful SIP logins (their sources become trusted)."),
     ("fastban_sip_requests_over_capacity", "sip_requests_over_capacity",
      "SIP requests of untrusted sources XDP dropped over sip_capacity."),
