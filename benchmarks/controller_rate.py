@@ -34,7 +34,8 @@ POOL = ipaddress.IPv4Network("100.64.0.0/10")
 FRAMES = 131_072
 MAXRETRY = 10                 # 403s per destination in the frames
 GUARD_MAXRETRY = 1_000_000    # never reached: no ban, no message skipped
-RATES = (2_000, 5_000, 10_000, 20_000, 30_000, 50_000, 70_000, 100_000, 150_000, 200_000)
+RATES = (2_000, 5_000, 10_000, 20_000, 30_000, 50_000, 70_000, 100_000, 150_000, 200_000,
+         250_000, 300_000)
 GUARD_CPU, SENDER_CPU = 0, 1
 
 
