@@ -970,6 +970,7 @@ def test_the_rate_table_is_as_big_as_asked_and_a_new_size_replaces_its_pin(kerne
                 again.close()
     finally:
         dataplane.remove_pins(f"{root}/lo")
+        os.rmdir(root)
 
 
 def test_pins_left_by_another_version_are_replaced_and_bans_kept(kernel):
