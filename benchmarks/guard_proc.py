@@ -2,14 +2,15 @@
 
 Runs the real service loop (DataPlane attached with TC capture, Guard, polling of the capture's ring) in
 its own process, started in the server's namespace with nsenter (so /sys/fs/bpf stays the
-host's). Two hooks record kernel-monotonic timestamps for time_to_ban.py, and cost one list
-append each:
+host's). With --record, two hooks record kernel-monotonic timestamps for time_to_ban.py, and
+cost one list append each (kept to the end, so a rate ladder must not ask for them: millions of
+kept tuples make the collector's passes longer and longer):
   - every captured response: (destination, kernel ktime at the TC hook, time Python got it);
   - every ban written to the map: (target, time before the map write, time after).
 Prints "ready" once attached; on SIGTERM stops, detaches and writes the records as JSON.
 
     python -m benchmarks.guard_proc IFACE WORKDIR [--maxretry N] [--xdp-mode native]
-        [--fleet-redis URL [--fleet-counting]] [--hep-listen 127.0.0.1:9060] [--kernel-ban]
+        [--fleet-redis URL [--fleet-counting]] [--hep-listen 127.0.0.1:9060] [--kernel-ban] [--record]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> int:
     parser.add_argument("--fleet-counting", action="store_true")
     parser.add_argument("--hep-listen", default="")
     parser.add_argument("--kernel-ban", action="store_true")
+    parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
 
     from fastban.config import load_settings
@@ -55,16 +57,17 @@ def main() -> int:
     captured, bans = [], []
     clock = time.monotonic_ns
 
-    # the address object, not its str(): formatting it per response would slow the guard
-    dp.on_capture(lambda r: captured.append((r.dst, r.ktime_ns, clock())))
-    real_ban = dp.ban
+    if args.record:
+        # the address object, not its str(): formatting it per response would slow the guard
+        dp.on_capture(lambda r: captured.append((r.dst, r.ktime_ns, clock())))
+        real_ban = dp.ban
 
-    def ban(target, expires_ns=0):
-        before = clock()
-        real_ban(target, expires_ns)
-        bans.append((target, before, clock()))
+        def ban(target, expires_ns=0):
+            before = clock()
+            real_ban(target, expires_ns)
+            bans.append((target, before, clock()))
 
-    dp.ban = ban
+        dp.ban = ban
     print("ready", service.mode, flush=True)
     try:
         service.run()

@@ -104,7 +104,7 @@ def _pass(srv, att, link, sched: str, attackers: int, interval: int, first: int)
     prefix = ["taskset", "-c", str(GUARD_CPU)] + (["chrt", "-f", "50"] if sched == "fifo" else [])
     with tempfile.TemporaryDirectory(prefix="fbttb-") as workdir:
         guard, line = start_guard(srv, [*prefix], link.a, workdir, "--maxretry", str(MAXRETRY),
-                                  "--xdp-mode", "native")
+                                  "--xdp-mode", "native", "--record")
         try:
             results["xdp_mode"] = line.split()[1]
             with srv.entered():
