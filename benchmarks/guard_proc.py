@@ -3,14 +3,15 @@
 Runs the real service loop (DataPlane attached with TC capture, Guard, polling of the capture's ring) in
 its own process, started in the server's namespace with nsenter (so /sys/fs/bpf stays the
 host's). With --record, two hooks record kernel-monotonic timestamps for time_to_ban.py, and
-cost one list append each (kept to the end, so a rate ladder must not ask for them: millions of
-kept tuples make the collector's passes longer and longer):
+cost one list append each and are kept to the end (the rate ladders do not ask for them: the
+service itself keeps nothing per response):
   - every captured response: (destination, kernel ktime at the TC hook, time Python got it);
   - every ban written to the map: (target, time before the map write, time after).
 Prints "ready" once attached; on SIGTERM stops, detaches and writes the records as JSON.
 
     python -m benchmarks.guard_proc IFACE WORKDIR [--maxretry N] [--xdp-mode native]
-        [--fleet-redis URL [--fleet-counting]] [--hep-listen 127.0.0.1:9060] [--kernel-ban] [--record]
+        [--fleet-redis URL [--fleet-counting]] [--hep-listen 127.0.0.1:9060] [--kernel-ban]
+        [--record]
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ def _pass(srv, att, link, mode: str, attackers: int, first: int) -> dict:
     flags = ["--kernel-ban"] if mode == "armed" else []
     with tempfile.TemporaryDirectory(prefix="fbkb-") as workdir:
         guard, line = start_guard(srv, ["taskset", "-c", str(GUARD_CPU)], link.a, workdir,
-                                  "--maxretry", str(MAXRETRY), "--xdp-mode", "native", "--record", *flags)
+                                  "--maxretry", str(MAXRETRY), "--xdp-mode", "native",
+                                  "--record", *flags)
         plane = DataPlane.open_pinned(link.a)
         try:
             results["xdp_mode"] = line.split()[1]
