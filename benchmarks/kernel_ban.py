@@ -33,12 +33,11 @@ import ipaddress
 import json
 import os
 import socket
-import struct
 import tempfile
 import time
 
 from benchmarks.common import log, percentile, save_json, start_guard, stop_process
-from benchmarks.time_to_ban import _ipv4_udp_header, _mac, _spin_until
+from benchmarks.time_to_ban import _ipv4_udp_header, _mac, probe_until_dropped
 
 SRV_IP, ATT_IP = "10.233.0.1", "10.233.0.2"
 POOL = ipaddress.IPv4Network("100.64.0.0/10")
@@ -46,8 +45,6 @@ MAXRETRY = 5
 MODES = ("user", "armed")
 INTERVALS_US = (100, 20)     # 10,000 and 50,000 requests/s
 GUARD_CPU, RIG_CPU = 0, 1
-GIVE_UP_AFTER = 30           # consecutive probes lost: the ban is in force
-MAX_PROBES = 400
 WAIT_S = 0.5                 # for a request to reach the responder, or for an arm
 
 
@@ -182,19 +179,7 @@ def _one_attacker(i: int, sock, raw, att_mac, srv_mac, interval: int, plane, arm
     read_arm = armed and i % 2 == 0
     arm = plane.arm_of(attacker) if read_arm else None
     probe = header_for(12)
-    sent, received = [], set()
-    t0 = time.monotonic_ns()
-    seq, last_rx = 0, -1
-    while seq < MAX_PROBES:
-        _spin_until(t0 + seq * interval)
-        sent.append(time.monotonic_ns())
-        raw.send(probe + struct.pack("!4sII", b"prb1", i, seq))
-        seq += 1
-        last_rx = max(last_rx, _collect(sock, i, received))
-        if seq - 1 - last_rx >= GIVE_UP_AFTER:
-            break
-    time.sleep(0.002)
-    last_rx = max(last_rx, _collect(sock, i, received))
+    sent, received, last_rx = probe_until_dropped(raw, sock, probe, b"prb1", i, interval)
     banned = last_rx + 1 < len(sent)
     return {"attacker": attacker, "banned": banned, "requests_missed": missed,
             "after_threshold": len(received),
@@ -204,20 +189,6 @@ def _one_attacker(i: int, sock, raw, att_mac, srv_mac, interval: int, plane, arm
             else None,
             "response_to_ban_ns": arm.banned_ns - (arm.expires_ns - arm.ban_ns)
             if arm and arm.banned_ns else None}
-
-
-def _collect(sock, attacker: int, received: set) -> int:
-    highest = -1
-    while True:
-        try:
-            data = sock.recv(64)
-        except BlockingIOError:
-            return highest
-        if len(data) >= 12:
-            tag, who, got = struct.unpack("!4sII", data[:12])
-            if tag == b"prb1" and who == attacker:
-                received.add(got)
-                highest = max(highest, got)
 
 
 def _analyse(per: list, interval_us: int) -> dict:

@@ -134,7 +134,7 @@ def _pass(srv, att, link, sched: str, attackers: int, interval: int, first: int)
     return results
 
 
-def _collect_probes(sock, attacker: int, received: set) -> int:
+def _collect_probes(sock, tag: bytes, attacker: int, received: set) -> int:
     """Reads the probes waiting on the responder socket; returns the highest sequence number
     of this attacker's among them (-1 if none)."""
     highest = -1
@@ -143,10 +143,32 @@ def _collect_probes(sock, attacker: int, received: set) -> int:
             data = sock.recv(64)
         except BlockingIOError:
             return highest
-        tag, who, got = struct.unpack("!4sII", data[:12])
-        if tag == b"PRB1" and who == attacker:
+        if len(data) < 12:
+            continue
+        got_tag, who, got = struct.unpack("!4sII", data[:12])
+        if got_tag == tag and who == attacker:
             received.add(got)
             highest = max(highest, got)
+
+
+def probe_until_dropped(raw, sock, header: bytes, tag: bytes, attacker: int,
+                        interval_ns: int) -> tuple[list, set, int]:
+    """Sends probes (header + tag, attacker, sequence number) every interval_ns until
+    GIVE_UP_AFTER in a row have not come back, or MAX_PROBES; returns the send times, the
+    sequence numbers that arrived and the highest of them (-1: none did)."""
+    sent, received = [], set()
+    t0 = time.monotonic_ns()
+    seq, last_rx = 0, -1
+    while seq < MAX_PROBES:
+        _spin_until(t0 + seq * interval_ns)
+        sent.append(time.monotonic_ns())
+        raw.send(header + struct.pack("!4sII", tag, attacker, seq))
+        seq += 1
+        last_rx = max(last_rx, _collect_probes(sock, tag, attacker, received))
+        if seq - 1 - last_rx >= GIVE_UP_AFTER:
+            break
+    time.sleep(0.002)                    # stragglers
+    return sent, received, max(last_rx, _collect_probes(sock, tag, attacker, received))
 
 
 def _one_attacker(i: int, sock, raw, att_mac: bytes, srv_mac: bytes, interval: int) -> dict:
@@ -158,19 +180,7 @@ def _one_attacker(i: int, sock, raw, att_mac: bytes, srv_mac: bytes, interval: i
         sock.sendto(message, (attacker, 5060))
     header = _ipv4_udp_header(ipaddress.IPv4Address(attacker).packed,
                               ipaddress.IPv4Address(SRV_IP).packed, 12, att_mac, srv_mac)
-    sent, received = [], set()
-    t0 = time.monotonic_ns()
-    seq, last_rx = 0, -1
-    while seq < MAX_PROBES:
-        _spin_until(t0 + seq * interval)
-        sent.append(time.monotonic_ns())
-        raw.send(header + struct.pack("!4sII", b"PRB1", i, seq))
-        seq += 1
-        last_rx = max(last_rx, _collect_probes(sock, i, received))
-        if seq - 1 - last_rx >= GIVE_UP_AFTER:
-            break
-    time.sleep(0.002)                    # stragglers
-    last_rx = max(last_rx, _collect_probes(sock, i, received))
+    sent, received, last_rx = probe_until_dropped(raw, sock, header, b"PRB1", i, interval)
     first_dropped = last_rx + 1
     banned = first_dropped < len(sent)
     return {"attacker": attacker, "t_n": t_n, "banned": banned,
