@@ -248,8 +248,9 @@ def _controller_rows(rows):
                      c["target_met"]))
         st = c.get("stages_alone", {})
         if st:
-            rows.append(("Controller stages alone, us/response: decode, parse, rules, "
-                         "Guard.handle_packets",
+            rows.append((f"Controller stages alone, us/response (fastest of "
+                         f"{st.get('rounds', 1)} rounds): decode (the pure decoder), parse, "
+                         "rules, Guard.handle_packets",
                          f"{st.get('decode_capture_us')} / {st.get('parse_batch_us')} / "
                          f"{st.get('rules_us')} / {st.get('guard_handle_packets_us')}", "",
                          None))
