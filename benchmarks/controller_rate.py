@@ -179,21 +179,16 @@ def stage_costs(count: int = 50_000, rounds: int = 5) -> dict:
 
         stages = {"decode_capture_us": decode, "parse_batch_us": parse, "rules_us": rules,
                   "guard_handle_packets_us": guard}
-        timings = {name: [] for name in stages}
+        timings, errors = {name: [] for name in stages}, {}
         for _ in range(rounds):                # the stages alternate, round after round
             for name, run in stages.items():
                 try:
                     timings[name].append(round(per_response(run), 2))
                 except Exception as error:     # the Guard's interface moved on
-                    timings[name].append(None)
-                    timings[f"{name[:-3]}_error"] = repr(error)
-        out = {"responses": len(raw), "rounds": rounds}
+                    errors[f"{name[:-3]}_error"] = repr(error)
+        out = {"responses": len(raw), "rounds": rounds, **errors}
         for name, values in timings.items():
-            if name.endswith("_error"):
-                out[name] = values
-                continue
-            measured = [v for v in values if v is not None]
-            out[name] = min(measured) if measured else None
+            out[name] = min(values, default=None)
             out[f"{name[:-3]}_rounds"] = values
     out["parser"] = sip.IMPLEMENTATION
     return out
